@@ -1,0 +1,219 @@
+"""LightningDataModules for lines, mnist and fashion_mnist.
+
+Each module loads its whole dataset once into uint8 tensors (``train``, ``val``, ``test``
+splits, each a :class:`Split`), and serves batches with :class:`TensorBatches`. The
+visualizer uses the same modules to pick test images (and, for lines, their ground-truth
+line masks).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from pipeline.data.batches import TensorBatches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    images: torch.Tensor            # uint8 [N, C, H, W]
+    labels: torch.Tensor            # int64 [N]
+    masks: torch.Tensor | None = None  # bool [N, H, W] (lines only: which pixels the line covers)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx) -> "Split":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Split(self.images[idx], self.labels[idx], None if self.masks is None else self.masks[idx])
+
+
+def _check_positive(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"data.{name}={value!r} is invalid: it must be a positive integer")
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"data.{name}={value!r} is invalid: it must lie strictly between 0 and 1")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (first, second): ``fraction`` of every class in ``first``, the rest in ``second``."""
+    first, second = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction))
+        if len(idx) >= 2:  # both sides get at least one image of every class
+            k = min(max(k, 1), len(idx) - 1)
+        first.append(idx[:k])
+        second.append(idx[k:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Common part: batching, splits held as tensors, class names."""
+
+    name: str = ""
+    channels: int = 1
+    image_size: int = 28
+    class_names: list[str] = []
+    heads: dict[str, int] | None = None   # per-head class counts for multi-head models (lines only)
+
+    def __init__(self, batch_size: int = 128, eval_batch_size: int | None = None, split_seed: int = 0,
+                 channels: int | None = None, num_classes: int | None = None):
+        """``channels`` / ``num_classes`` are the config's declared values (other configs
+        interpolate them, e.g. the model's ``in_channels``); they must match the data."""
+        super().__init__()
+        self._declared = {"channels": channels, "num_classes": num_classes}
+        _check_positive("batch_size", batch_size)
+        _check_positive("eval_batch_size", eval_batch_size, allow_none=True)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or max(batch_size, 512))
+        self.split_seed = int(split_seed)
+        self.train: Split | None = None
+        self.val: Split | None = None
+        self.test: Split | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _check_declared(self) -> None:
+        for key, declared in self._declared.items():
+            actual = getattr(self, key)
+            if declared is not None and declared != actual:
+                raise ValueError(f"data.{key}={declared} does not match dataset {self.name}, which has {actual}; "
+                                 f"remove the override")
+
+    def load_splits(self) -> tuple[Split, Split, Split]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is None:
+            self.train, self.val, self.test = self.load_splits()
+            log.info("%s: %d train / %d val / %d test images", self.name, len(self.train), len(self.val), len(self.test))
+
+    def train_dataloader(self):
+        return TensorBatches(self.train.images, self.train.labels, self.batch_size, shuffle=True, seed=self.split_seed)
+
+    def val_dataloader(self):
+        return TensorBatches(self.val.images, self.val.labels, self.eval_batch_size)
+
+    def test_dataloader(self):
+        return TensorBatches(self.test.images, self.test.labels, self.eval_batch_size)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()
+
+
+class LinesDataModule(InMemoryDataModule):
+    """The generated lines dataset (96 classes), course split 60% train / 40% test, stratified,
+    with a validation slice carved from train."""
+
+    name = "lines"
+    channels = 3
+
+    def __init__(self, per_class: int = 1000, generator_seed: int = 0, image_size: int = 28,
+                 margin: float = 1.0, test_fraction: float = 0.4, val_fraction: float = 0.1,
+                 cache_dir: str | None = None, progress: bool = True, name: str = "lines", **kwargs):
+        super().__init__(**kwargs)
+        from pipeline.data import lines
+
+        _check_positive("per_class", per_class)
+        _check_fraction("test_fraction", test_fraction)
+        _check_fraction("val_fraction", val_fraction)
+        if per_class < 3:
+            raise ValueError(f"data.per_class={per_class} is too small: each class needs at least 3 images "
+                             "(train, val and test)")
+        self.per_class, self.generator_seed = int(per_class), int(generator_seed)
+        self.image_size, self.margin = int(image_size), float(margin)
+        self.test_fraction, self.val_fraction = float(test_fraction), float(val_fraction)
+        self.cache_dir, self.progress = cache_dir, progress
+        self.class_names = lines.class_names()
+        self.heads = dict(lines.HEADS)
+        self._check_declared()
+
+    def load_splits(self):
+        from pipeline.data.lines import generate_lines
+        from pipeline.data.lines_cache import load_or_generate_lines
+
+        kw = dict(per_class=self.per_class, seed=self.generator_seed, image_size=self.image_size,
+                  margin=self.margin, progress=self.progress)
+        arrays = load_or_generate_lines(self.cache_dir, **kw) if self.cache_dir else generate_lines(**kw)
+        rng = np.random.default_rng(self.split_seed)
+        train_idx, test_idx = stratified_split(arrays.labels, 1.0 - self.test_fraction, rng)
+        fit_idx, val_idx = stratified_split(arrays.labels[train_idx], 1.0 - self.val_fraction, rng)
+        full = Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels.astype(np.int64)),
+                     torch.from_numpy(arrays.masks))
+        return full.subset(train_idx[fit_idx]), full.subset(train_idx[val_idx]), full.subset(test_idx)
+
+
+class IdxDataModule(InMemoryDataModule):
+    """MNIST / Fashion-MNIST from IDX files (found, verified, or downloaded by
+    :mod:`pipeline.data.mnist_files`).
+
+    ``split="standard"``: the official 60,000 / 10,000 split, ``val_size`` images of train held
+    out for validation. ``split="course"``: all 70,000 images re-split 60% train / 40% test
+    (stratified), validation carved from train. ``max_train_samples`` / ``max_test_samples``
+    take a stratified subset (for quick runs and tests).
+    """
+
+    channels = 1
+
+    def __init__(self, name: str = "mnist", data_dir: str | None = None, download: bool = True,
+                 mirrors: Sequence[str] | None = None, cache_dir: str | None = None,
+                 split: str = "standard", val_size: int = 5000, test_fraction: float = 0.4,
+                 max_train_samples: int | None = None, max_test_samples: int | None = None,
+                 image_size: int = 28, **kwargs):
+        super().__init__(**kwargs)
+        from pipeline.data.mnist_files import SPECS
+
+        if name not in SPECS:
+            raise ValueError(f"unknown IDX dataset {name!r}; valid: {', '.join(SPECS)}")
+        if split not in ("standard", "course"):
+            raise ValueError(f"data.split={split!r} is invalid: use 'standard' (60,000/10,000) or 'course' (60%/40%)")
+        _check_positive("val_size", val_size)
+        _check_fraction("test_fraction", test_fraction)
+        _check_positive("max_train_samples", max_train_samples, allow_none=True)
+        _check_positive("max_test_samples", max_test_samples, allow_none=True)
+        self.name = name
+        self.data_dir, self.download, self.mirrors, self.cache_dir = data_dir, download, mirrors, cache_dir
+        self.split, self.val_size, self.test_fraction = split, int(val_size), float(test_fraction)
+        self.max_train_samples, self.max_test_samples = max_train_samples, max_test_samples
+        self.class_names = list(SPECS[name].classes)
+        if image_size != 28:
+            raise ValueError(f"data.image_size={image_size} is invalid for {name}: its images are 28x28")
+        self._check_declared()
+
+    def load_splits(self):
+        from pipeline.data.mnist_files import load_idx_dataset
+
+        arrays = load_idx_dataset(self.name, data_dir=self.data_dir, download=self.download,
+                                  mirrors=self.mirrors, cache_dir=self.cache_dir)
+        images = np.concatenate([arrays.train_images, arrays.test_images])[:, None]  # [N,1,28,28]
+        labels = np.concatenate([arrays.train_labels, arrays.test_labels]).astype(np.int64)
+        n_train = len(arrays.train_labels)
+        rng = np.random.default_rng(self.split_seed)
+        if self.split == "standard":
+            train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(labels))
+        else:
+            train_idx, test_idx = stratified_split(labels, 1.0 - self.test_fraction, rng)
+        if self.max_train_samples and self.max_train_samples < len(train_idx):
+            train_idx = train_idx[stratified_split(labels[train_idx], self.max_train_samples / len(train_idx), rng)[0]]
+        if self.max_test_samples and self.max_test_samples < len(test_idx):
+            test_idx = test_idx[stratified_split(labels[test_idx], self.max_test_samples / len(test_idx), rng)[0]]
+        val_fraction = min(self.val_size / len(train_idx), 0.5)
+        fit_pos, val_pos = stratified_split(labels[train_idx], 1.0 - val_fraction, rng)
+        full = Split(torch.from_numpy(images), torch.from_numpy(labels))
+        return full.subset(train_idx[fit_pos]), full.subset(train_idx[val_pos]), full.subset(test_idx)

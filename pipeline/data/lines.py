@@ -1,0 +1,232 @@
+"""The generated "lines" dataset: 28x28 RGB images of one straight line on black.
+
+Four variations, labelled in this order (the order of :data:`HEADS`):
+
+==========  ==========================================  =====================
+variation   values                                      label index
+==========  ==========================================  =====================
+length      7 px (short), 15 px (long)                  0, 1
+width       1 px (thin), 3 px (thick)                   0, 1
+angle       0, 15, ..., 165 degrees with the x-axis     0 .. 11
+colour      red, blue                                   0, 1
+==========  ==========================================  =====================
+
+96 classes; ``class = ((length * 2 + width) * 12 + angle) * 2 + colour`` and the class
+name is ``"length_width_angle_colour"`` (``"1_1_9_0"``: long, thick, red, 135 degrees).
+Within a class the only variation is a continuous (sub-pixel) translation of the line's
+centre.
+
+Rasterization rule
+------------------
+Pixel (row ``r``, column ``c``) has its centre at ``x = c``, ``y = r`` (y points down).
+A line with centre ``p0``, angle ``a``, length ``L`` and width ``W`` is the rectangle
+with direction ``u = (cos a, -sin a)`` and normal ``n = (sin a, cos a)`` (in (x, y);
+because y points down, angles are counter-clockwise as seen on screen). A pixel ``p`` is
+lit iff ``|(p - p0) . u| <= L / 2`` and ``|(p - p0) . n| <= W / 2``. Lengths are
+Euclidean, so a long line at 45 degrees spans about 15 / sqrt(2) pixel columns.
+
+Valid centres: with the rectangle's half-extents ``hx = |L/2 cos a| + |W/2 sin a|`` and
+``hy = |L/2 sin a| + |W/2 cos a|``, the centre's x is uniform in
+``[margin + hx, S - 1 - margin - hx]`` (y likewise with ``hy``), which keeps every lit
+pixel at least ``margin`` away from the border (with the default ``margin=1`` no pixel
+of the border rows/columns is ever lit).
+
+Images are ``uint8 [N, 3, S, S]``: 255 in the colour's channel on lit pixels, 0
+elsewhere. Samples come in class-major order (all of class 0, then class 1, ...).
+Generation is deterministic for a seed (``np.random.default_rng(seed)``) and
+independent of the chunking used to vectorize it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LENGTHS_PX: tuple[float, ...] = (7.0, 15.0)
+WIDTHS_PX: tuple[float, ...] = (1.0, 3.0)
+ANGLES_DEG: tuple[int, ...] = tuple(range(0, 180, 15))
+COLOURS: tuple[str, ...] = ("red", "blue")
+COLOUR_RGB: dict[str, tuple[int, int, int]] = {"red": (255, 0, 0), "blue": (0, 0, 255)}
+
+#: Ordered: the multihead model's heads and the label order of a class name.
+HEADS: dict[str, int] = {
+    "length": len(LENGTHS_PX),
+    "width": len(WIDTHS_PX),
+    "angle": len(ANGLES_DEG),
+    "colour": len(COLOURS),
+}
+NUM_CLASSES: int = math.prod(HEADS.values())  # 96
+
+_CHUNK = 4096  # images rasterized per vectorized step
+
+
+def encode_label(length, width, angle, colour):
+    """Class index from the four variation indices (ints or integer arrays)."""
+    parts = {"length": length, "width": width, "angle": angle, "colour": colour}
+    arrays = {}
+    for name, value in parts.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iub":
+            raise TypeError(f"{name} index must be an integer, got dtype {arr.dtype}")
+        if np.any(arr < 0) or np.any(arr >= HEADS[name]):
+            raise ValueError(f"{name} index out of range [0, {HEADS[name]}): {value!r}")
+        arrays[name] = arr.astype(np.int64)
+    label = ((arrays["length"] * HEADS["width"] + arrays["width"]) * HEADS["angle"]
+             + arrays["angle"]) * HEADS["colour"] + arrays["colour"]
+    if all(np.ndim(v) == 0 for v in parts.values()):
+        return int(label)
+    return label
+
+
+def decode_label(label) -> dict[str, np.ndarray | int]:
+    """Variation indices of a class index (int or integer array), keys in HEADS order."""
+    arr = np.asarray(label)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"label must be an integer, got dtype {arr.dtype}")
+    if np.any(arr < 0) or np.any(arr >= NUM_CLASSES):
+        raise ValueError(f"label out of range [0, {NUM_CLASSES}): {label!r}")
+    rest = arr.astype(np.int64)
+    out: dict[str, np.ndarray | int] = {}
+    for name in reversed(list(HEADS)):
+        rest, out[name] = np.divmod(rest, HEADS[name])
+    scalar = arr.ndim == 0
+    return {name: (int(out[name]) if scalar else out[name]) for name in HEADS}
+
+
+def class_names() -> list[str]:
+    """The 96 class names ``"length_width_angle_colour"``; index = class."""
+    d = decode_label(np.arange(NUM_CLASSES))
+    return ["_".join(str(int(d[h][i])) for h in HEADS) for i in range(NUM_CLASSES)]
+
+
+@dataclass(frozen=True, eq=False)
+class LinesArrays:
+    """A generated lines dataset (class-major order)."""
+
+    images: np.ndarray   # uint8 [N, 3, S, S]
+    masks: np.ndarray    # bool [N, S, S]: the pixels the line covers
+    labels: np.ndarray   # int64 [N]: class index
+    centres: np.ndarray  # float32 [N, 2]: line centre (x, y) in pixel coordinates
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.images.ndim != 4 or self.images.shape[:2] != (n, 3):
+            raise ValueError(f"images must be [N, 3, S, S], got {self.images.shape}")
+        s = self.images.shape[2:]
+        if self.masks.shape != (n, *s):
+            raise ValueError(f"masks shape {self.masks.shape} != {(n, *s)}")
+        if self.centres.shape != (n, 2):
+            raise ValueError(f"centres shape {self.centres.shape} != {(n, 2)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+def _half_extents(angles_deg, lengths, widths) -> tuple[np.ndarray, np.ndarray]:
+    a = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+    half_l = np.asarray(lengths, dtype=np.float64) / 2
+    half_w = np.asarray(widths, dtype=np.float64) / 2
+    hx = np.abs(half_l * np.cos(a)) + np.abs(half_w * np.sin(a))
+    hy = np.abs(half_l * np.sin(a)) + np.abs(half_w * np.cos(a))
+    return hx, hy
+
+
+def rasterize_lines(centres_xy, angles_deg, lengths, widths, image_size: int) -> np.ndarray:
+    """Boolean masks ``[N, S, S]`` of the lines, by the rule in the module docstring.
+
+    ``centres_xy`` is ``[N, 2]`` (x, y); ``angles_deg``, ``lengths`` and ``widths`` are
+    ``[N]`` (or scalars, broadcast). Pure and vectorized.
+    """
+    centres = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
+    n = len(centres)
+    a = np.deg2rad(np.broadcast_to(np.asarray(angles_deg, dtype=np.float64), (n,)))
+    half_l = np.broadcast_to(np.asarray(lengths, dtype=np.float64), (n,)) / 2
+    half_w = np.broadcast_to(np.asarray(widths, dtype=np.float64), (n,)) / 2
+    ux, uy = np.cos(a), -np.sin(a)
+    nx, ny = np.sin(a), np.cos(a)
+    coords = np.arange(image_size, dtype=np.float64)
+    dx = coords[None, :] - centres[:, 0:1]  # [N, S] over columns
+    dy = coords[None, :] - centres[:, 1:2]  # [N, S] over rows
+    # Separable: (p - p0).u = dx*ux + dy*uy; broadcast rows [N, S, 1] with cols [N, 1, S].
+    along = (dy * uy[:, None])[:, :, None] + (dx * ux[:, None])[:, None, :]
+    across = (dy * ny[:, None])[:, :, None] + (dx * nx[:, None])[:, None, :]
+    return (np.abs(along) <= half_l[:, None, None]) & (np.abs(across) <= half_w[:, None, None])
+
+
+def generate_lines(per_class: int = 1000, seed: int = 0, image_size: int = 28,
+                   margin: float = 1.0, progress: bool = True) -> LinesArrays:
+    """Generate ``per_class`` random translations of each of the 96 classes.
+
+    Deterministic for ``seed``; class-major order; see the module docstring for the rule.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class)
+    parts = decode_label(labels)
+    lengths = np.asarray(LENGTHS_PX, dtype=np.float64)[parts["length"]]
+    widths = np.asarray(WIDTHS_PX, dtype=np.float64)[parts["width"]]
+    angles = np.asarray(ANGLES_DEG, dtype=np.float64)[parts["angle"]]
+    channels = np.asarray([int(np.argmax(COLOUR_RGB[c])) for c in COLOURS])[parts["colour"]]
+
+    hx, hy = _half_extents(angles, lengths, widths)
+    lo = np.stack([margin + hx, margin + hy], axis=1)
+    hi = np.stack([image_size - 1 - margin - hx, image_size - 1 - margin - hy], axis=1)
+    if np.any(hi < lo):
+        raise ValueError(f"a line does not fit in a {image_size}px image with margin {margin}")
+    rng = np.random.default_rng(seed)
+    centres = (lo + rng.random((len(labels), 2)) * (hi - lo)).astype(np.float32)
+
+    n = len(labels)
+    images = np.zeros((n, 3, image_size, image_size), dtype=np.uint8)
+    masks = np.empty((n, image_size, image_size), dtype=bool)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n, desc="Generating lines", unit="img")
+    try:
+        for start in range(0, n, _CHUNK):
+            sl = slice(start, min(start + _CHUNK, n))
+            m = rasterize_lines(centres[sl], angles[sl], lengths[sl], widths[sl], image_size)
+            masks[sl] = m
+            idx = np.arange(sl.start, sl.stop)
+            images[idx, channels[sl]] = m.astype(np.uint8) * np.uint8(255)
+            if bar is not None:
+                bar.update(sl.stop - sl.start)
+    finally:
+        if bar is not None:
+            bar.close()
+    return LinesArrays(images=images, masks=masks, labels=labels, centres=centres)
+
+
+def export_jpegs(arrays: LinesArrays, out_dir, limit: int | None = None) -> list[Path]:
+    """Write images as ``L_W_A_C_ID.jpg`` (the course's naming) and return the paths.
+
+    ``ID`` is the running index of the image within its class (in array order).
+    ``limit``: at most this many images of each class (all when None). JPEG quality 95
+    without chroma subsampling, so the thin coloured lines keep their colour.
+    """
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = class_names()
+    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+    paths: list[Path] = []
+    for i, label in enumerate(np.asarray(arrays.labels)):
+        label = int(label)
+        ident = int(counts[label])
+        counts[label] += 1
+        if limit is not None and ident >= limit:
+            continue
+        path = out / f"{names[label]}_{ident}.jpg"
+        hwc = np.ascontiguousarray(np.transpose(arrays.images[i], (1, 2, 0)))
+        Image.fromarray(hwc).save(path, format="JPEG", quality=95, subsampling=0)
+        paths.append(path)
+    return paths

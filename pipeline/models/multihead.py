@@ -1,0 +1,38 @@
+"""multihead: a shared feature network and one head per line variation (lines dataset only).
+
+``forward`` returns a dict ``{head: logits}`` in the order length, width, angle, colour.
+Binary heads (length, width, colour) end in one unit: its sigmoid is the probability of the
+label 1 (long / thick / blue), trained with binary cross-entropy (``BCEWithLogitsLoss``, the
+sigmoid fused into the loss for numerical stability). The angle head ends in 12 units
+(softmax + cross-entropy).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from pipeline.models.blocks import conv_stack, mlp, pooled_size
+
+LINES_HEADS = {"length": 2, "width": 2, "angle": 12, "colour": 2}
+
+
+class MultiHead(nn.Module):
+    def __init__(self, in_channels: int = 3, image_size: int = 28,
+                 channels: Sequence[int] = (16, 32, 64), kernel_size: int = 3,
+                 pool_after: Sequence[int] = (1, 2), head_hidden: Sequence[int] = (128,),
+                 dropout: float = 0.0, heads: Mapping[str, int] | None = None):
+        super().__init__()
+        heads = dict(heads or LINES_HEADS)
+        self.features = conv_stack(in_channels, channels, kernel_size, pool_after, True, 0.0)
+        side = pooled_size(image_size, len(pool_after))
+        flat = channels[-1] * side * side
+        self.heads = nn.ModuleDict({
+            name: mlp(flat, head_hidden, 1 if n == 2 else n, dropout) for name, n in heads.items()
+        })
+        self.head_classes = heads
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        shared = self.features(x)
+        return {name: head(shared) for name, head in self.heads.items()}

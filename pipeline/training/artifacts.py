@@ -1,0 +1,69 @@
+"""What a finished training run leaves in its directory, besides Lightning's checkpoints and
+``metrics.csv``: test metrics (JSON), confusion matrices (PNG + CSV, one per head), learning
+curves (PNG), the model summary (layer names the visualizer accepts) and the one-screen summary.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from pipeline.models.summary import format_layer_table, layer_table
+
+
+def head_class_names(head: str, module, datamodule) -> list[str]:
+    if head in ("class", "aggregate"):
+        return list(datamodule.class_names)
+    if head == "angle":
+        return [f"{a}deg" for a in range(0, 180, 180 // module.head_classes[head])]
+    names = {"length": ["short", "long"], "width": ["thin", "thick"], "colour": ["red", "blue"]}
+    return names.get(head, [str(i) for i in range(module.head_classes[head])])
+
+
+def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summary: dict) -> None:
+    from pipeline.rendering.training_plots import plot_confusion_matrix, plot_learning_curves, write_confusion_csv
+
+    run_dir = Path(run_dir)
+    test = summary["test"]
+    if test:
+        main = test.get(module.main_head, {})
+        metrics = {"dataset": datamodule.name, "model": cfg.model.name,
+                   "checkpoint": summary["best_checkpoint"], "test_images": len(datamodule.test),
+                   "accuracy": main.get("accuracy"), "f1_macro": main.get("f1_macro"), "heads": test}
+        (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+        cm_dir = run_dir / "confusion"
+        cm_dir.mkdir(exist_ok=True)
+        for head, cm in module.test_confusion.items():
+            names = head_class_names(head, module, datamodule)
+            cm = cm.numpy()
+            write_confusion_csv(cm, names, cm_dir / f"{head}.csv")
+            acc = test.get(head, {}).get("accuracy", float("nan"))
+            plot_confusion_matrix(cm, names, cm_dir / f"{head}.png",
+                                  f"{cfg.model.name} on {datamodule.name}: {head} (test accuracy {acc:.2%})")
+    metrics_csv = run_dir / "metrics.csv"
+    if metrics_csv.is_file():
+        plot_learning_curves(metrics_csv, run_dir / "curves")
+    rows = layer_table(module.net, (datamodule.channels, datamodule.image_size, datamodule.image_size))
+    (run_dir / "model_summary.txt").write_text(
+        format_layer_table(rows, f"{cfg.model.name} ({type(module.net).__name__}) for {datamodule.name}") + "\n")
+    (run_dir / "layers.json").write_text(json.dumps(rows, indent=2))
+
+
+def summary_screen(cfg: DictConfig, summary: dict, datamodule) -> str:
+    n_train = len(datamodule.train) if datamodule.train is not None else 0
+    epochs = max(summary["epochs"], 1)
+    lines = ["", "=" * 72, f" {cfg.model.name} on {cfg.data.name}: training complete", "=" * 72,
+             f" epochs: {summary['epochs']}   steps: {summary['global_step']}   "
+             f"fit time: {summary['fit_seconds']:.1f} s   (~{n_train * epochs / max(summary['fit_seconds'], 1e-9):.0f} img/s)"]
+    for head, m in summary["test"].items():
+        mark = " <- main" if head == summary["main_head"] else ""
+        lines.append(f" test {head:<10} accuracy {m['accuracy']:.4f}   macro F1 {m['f1_macro']:.4f}{mark}")
+    run_dir = Path(summary["run_dir"])
+    lines += [f" run dir:         {run_dir}",
+              f" best checkpoint: {summary['best_checkpoint']}",
+              f" metrics:         {run_dir / 'test_metrics.json'}, curves/, confusion/",
+              f" layers:          {run_dir / 'model_summary.txt'}",
+              f" next:            python visualize.py dataset={cfg.data.name} model={cfg.model.name} job=all",
+              "=" * 72]
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""The LightningModule that trains every model of the project.
+
+``LitClassifier`` takes the network as a config (``_target_`` + arguments) and builds it
+itself, so that a checkpoint alone is enough to rebuild the model
+(``LitClassifier.load_from_checkpoint(path)``).
+
+Single-output networks (cnn_basic, cnn_deep) are trained with cross-entropy on the class
+label; their one head is called ``class``. The multi-head network returns ``{head: logits}``
+and is trained on the lines label split into its four variations: binary cross-entropy on
+1-unit heads, cross-entropy on the others, summed with configurable weights. Its
+``aggregate`` head is the 96-class prediction put back together from the four heads: an image
+counts as right when all four heads are right.
+
+Logged metrics: ``{stage}/loss``, ``{stage}/acc`` (class accuracy, or aggregate for
+multi-head), and per head ``{stage}/acc_{head}``; macro F1 per head on val and test;
+confusion matrices per head on test (kept in ``self.test_confusion``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import hydra
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def split_lines_label(labels: torch.Tensor, heads: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Class index -> one index per head, for the mixed-radix label ((l*2+w)*12+a)*2+c."""
+    out: dict[str, torch.Tensor] = {}
+    rest = labels
+    for name, n in reversed(list(heads.items())):
+        out[name] = rest % n
+        rest = torch.div(rest, n, rounding_mode="floor")
+    return {name: out[name] for name in heads}
+
+
+def join_lines_label(parts: Mapping[str, torch.Tensor], heads: Mapping[str, int]) -> torch.Tensor:
+    label = torch.zeros_like(next(iter(parts.values())))
+    for name, n in heads.items():
+        label = label * n + parts[name]
+    return label
+
+
+def head_predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted class per row: argmax, or (logit > 0) for a 1-unit (sigmoid) head."""
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+
+def head_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """[N, K] class probabilities; a 1-unit head gives [1 - sigmoid, sigmoid]."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], 1)
+    return logits.softmax(1)
+
+
+def head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], target.to(logits.dtype))
+    return F.cross_entropy(logits, target)
+
+
+class LitClassifier(pl.LightningModule):
+    def __init__(self, net: Mapping, optimizer: Mapping, scheduler: Mapping | None = None,
+                 name: str = "model", class_names: Sequence[str] | None = None,
+                 head_weights: Mapping[str, float] | None = None, **_ignored):
+        super().__init__()
+        self.save_hyperparameters({
+            "net": _plain(net), "optimizer": _plain(optimizer), "scheduler": _plain(scheduler),
+            "name": name, "class_names": list(class_names or []),
+            "head_weights": _plain(head_weights),
+        })
+        self.net: nn.Module = hydra.utils.instantiate(self.hparams.net)
+        self.head_classes: dict[str, int] = dict(self.net.head_classes)
+        self.multihead = len(self.head_classes) > 1
+        self.head_weights = {h: float((head_weights or {}).get(h, 1.0)) for h in self.head_classes}
+        # metric heads: every network head, plus the re-joined 96-class "aggregate" for multi-head
+        self.metric_heads = dict(self.head_classes)
+        if self.multihead:
+            n = 1
+            for k in self.head_classes.values():
+                n *= k
+            self.metric_heads["aggregate"] = n
+        self.train_acc = nn.ModuleDict({h: MulticlassAccuracy(k, average="micro") for h, k in self.metric_heads.items()})
+        self.val_metrics = nn.ModuleDict({h: self._collection(k) for h, k in self.metric_heads.items()})
+        self.test_metrics = nn.ModuleDict({h: self._collection(k) for h, k in self.metric_heads.items()})
+        self.test_cm = nn.ModuleDict({h: MulticlassConfusionMatrix(k) for h, k in self.metric_heads.items()})
+        self.test_results: dict[str, dict] = {}
+        self.test_confusion: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _collection(k: int) -> MetricCollection:
+        return MetricCollection({"acc": MulticlassAccuracy(k, average="micro"),
+                                 "f1": MulticlassF1Score(k, average="macro")})
+
+    @property
+    def main_head(self) -> str:
+        return "aggregate" if self.multihead else "class"
+
+    def forward(self, x: torch.Tensor):
+        return self.net(x)
+
+    # -- shared step -------------------------------------------------------------------------
+    def _targets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.multihead:
+            return split_lines_label(labels, self.head_classes)
+        return {"class": labels}
+
+    def _step(self, batch):
+        x, labels = batch
+        out = self.net(x)
+        logits = out if isinstance(out, dict) else {"class": out}
+        targets = self._targets(labels)
+        loss = sum(self.head_weights[h] * head_loss(logits[h], targets[h]) for h in self.head_classes)
+        preds = {h: head_predictions(logits[h]) for h in self.head_classes}
+        if self.multihead:
+            preds["aggregate"] = join_lines_label(preds, self.head_classes)
+            targets["aggregate"] = labels
+        return loss, preds, targets
+
+    def _log_acc(self, stage: str, h: str, metric_value) -> None:
+        name = f"{stage}/acc" if h == self.main_head else f"{stage}/acc_{h}"
+        self.log(name, metric_value, on_step=False, on_epoch=True, prog_bar=(h == self.main_head))
+
+    def training_step(self, batch, batch_idx):
+        loss, preds, targets = self._step(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        for h, metric in self.train_acc.items():
+            metric(preds[h], targets[h])
+            self._log_acc("train", h, metric)
+        return loss
+
+    def _eval_step(self, stage: str, metrics: nn.ModuleDict, batch) -> torch.Tensor:
+        loss, preds, targets = self._step(batch)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        for h, coll in metrics.items():
+            coll.update(preds[h], targets[h])
+        if stage == "test":
+            for h, cm in self.test_cm.items():
+                cm.update(preds[h], targets[h])
+        return loss
+
+    def _log_eval_epoch(self, stage: str, metrics: nn.ModuleDict) -> dict[str, dict]:
+        results = {}
+        for h, coll in metrics.items():
+            values = coll.compute()
+            self._log_acc(stage, h, values["acc"])
+            self.log(f"{stage}/f1_{h}", values["f1"], on_step=False, on_epoch=True)
+            results[h] = {"accuracy": float(values["acc"]), "f1_macro": float(values["f1"])}
+            coll.reset()
+        return results
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step("val", self.val_metrics, batch)
+
+    def on_validation_epoch_end(self):
+        self._log_eval_epoch("val", self.val_metrics)
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step("test", self.test_metrics, batch)
+
+    def on_test_epoch_end(self):
+        self.test_results = self._log_eval_epoch("test", self.test_metrics)
+        for h, cm in self.test_cm.items():
+            self.test_confusion[h] = cm.compute().cpu()
+            cm.reset()
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        out = self.net(x)
+        logits = out if isinstance(out, dict) else {"class": out}
+        return {h: head_predictions(v) for h, v in logits.items()}
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt_cfg = dict(self.hparams.optimizer)
+        optimizer = hydra.utils.instantiate(opt_cfg, params=self.parameters())
+        sched_cfg = self.hparams.scheduler
+        if not sched_cfg:
+            return optimizer
+        sched_cfg = dict(sched_cfg)
+        interval = sched_cfg.pop("interval", "epoch")
+        if sched_cfg.get("_target_", "").endswith("CosineAnnealingLR") and sched_cfg.get("T_max") is None:
+            sched_cfg["T_max"] = max(int(self.trainer.max_epochs or 1), 1)
+        if sched_cfg.get("_target_", "").endswith("OneCycleLR") and sched_cfg.get("total_steps") is None:
+            sched_cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            interval = "step"
+        scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -1,0 +1,57 @@
+"""Shared fixtures: compose the project's real Hydra configs with tiny, fast overrides."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+# Small but real: every model/dataset pair trains a few steps in seconds.
+TINY = {
+    "lines": ["dataset=lines", "data.per_class=6", "data.batch_size=64", "data.progress=false"],
+    "mnist": ["dataset=mnist", "data.max_train_samples=600", "data.max_test_samples=200", "data.val_size=100",
+              "data.batch_size=64", f"data.data_dir={SHARED_DATASETS / 'mnist'}"],
+    "fashion_mnist": ["dataset=fashion_mnist", "data.max_train_samples=600", "data.max_test_samples=200",
+                      "data.val_size=100", "data.batch_size=64", f"data.data_dir={SHARED_DATASETS / 'fashion-mnist'}"],
+}
+QUIET_TRAINER = ["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                 "callbacks.progress_bar=null"]
+
+
+def compose_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):
+    """The composed config as `python <config_name>.py <overrides>` would see it, writing under tmp_path."""
+    overrides = [f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    run_dir = tmp_path / "outputs" / cfg.task / cfg.data.name / cfg.model.name / f"run{len(list(tmp_path.rglob('run.json')))}"
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(dataset: str = "lines", model: str = "multihead", extra: list[str] | None = None, config_name="train"):
+        return compose_cfg(tmp_path, [*TINY[dataset], f"model={model}", *QUIET_TRAINER, *(extra or [])], config_name)
+    return make
+
+
+def run_cli(script: str, args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
+    """Run an entry script the way a user does; returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)

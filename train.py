@@ -1,0 +1,20 @@
+"""Train a CNN: `python train.py [dataset=lines|mnist|fashion_mnist] [model=multihead|cnn_basic|cnn_deep] [key=value ...]`.
+
+Configs live in conf/ (start with conf/train.yaml); `python train.py --help` lists the groups
+and the composed config. All the work happens in pipeline/training/train.py.
+"""
+import hydra
+from omegaconf import DictConfig
+
+from pipeline.cli import run_job
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig):
+    from pipeline.training.train import run_training
+
+    return run_job(run_training, cfg, objective=lambda s: (s.get("test", {}).get(s.get("main_head"), {}) or {}).get("accuracy"))
+
+
+if __name__ == "__main__":
+    main()
