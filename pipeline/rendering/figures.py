@@ -1,0 +1,285 @@
+"""Figures of the visualize jobs: activation mosaics, filter-pattern grids, Grad-CAM overlays.
+
+Every grid is drawn as ONE ``imshow`` of a mosaic (see :mod:`pipeline.rendering.mosaic`), never
+as one subplot per channel, so a 64-channel layer renders in a fraction of a second. Figures are
+plain :class:`matplotlib.figure.Figure` objects on the Agg canvas: no pyplot, no global state,
+nothing left open after a call. Each ``render_*`` function returns the ``Path`` it wrote.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # harmless when pyplot is never imported; keeps headless runs safe
+
+import numpy as np  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .mosaic import grid_shape, mosaic, tile_origins  # noqa: E402
+
+__all__ = [
+    "to_display_rgb",
+    "shared_limits",
+    "normalize_each",
+    "overlay_heatmap",
+    "render_activation_figure",
+    "render_filter_grid",
+    "render_gradcam_figure",
+    "render_gradcam_sheet",
+]
+
+_LABEL_EFFECTS = [patheffects.withStroke(linewidth=1.5, foreground="black")]
+
+
+# --------------------------------------------------------------------------- array helpers
+def _np(x, dtype=np.float32) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def to_display_rgb(image) -> np.ndarray:
+    """[C,H,W] (or [H,W]) image in [0,1] -> [H,W,3] float32 in [0,1]; grey is repeated to 3 channels."""
+    img = _np(image)
+    if img.ndim == 2:
+        img = img[None]
+    if img.ndim != 3:
+        raise ValueError(f"expected an image [C,H,W], got shape {img.shape}")
+    c = img.shape[0]
+    if c == 3:
+        rgb = img.transpose(1, 2, 0)
+    elif c == 4:  # RGBA: drop alpha
+        rgb = img[:3].transpose(1, 2, 0)
+    else:  # 1 channel (grey) or an unusual count: show the mean as grey
+        grey = img[0] if c == 1 else img.mean(axis=0)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    return np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0).astype(np.float32)
+
+
+def shared_limits(values) -> tuple[float, float]:
+    """One (vmin, vmax) for a whole figure: min and max over all finite values.
+
+    A constant array gets (v, v + 1) so it is drawn in the colour map's lowest colour (a dead
+    ReLU layer looks "off", not mid-scale); an array with no finite value gets (0, 1).
+    """
+    arr = _np(values)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    vmin, vmax = float(finite.min()), float(finite.max())
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    return vmin, vmax
+
+
+def normalize_each(stack) -> np.ndarray:
+    """Min-max normalize each item of a stack [N,...] to [0,1] independently (constant -> 0.5)."""
+    arr = _np(stack)
+    flat = arr.reshape(arr.shape[0], -1)
+    lo = np.nanmin(flat, axis=1, keepdims=True)
+    hi = np.nanmax(flat, axis=1, keepdims=True)
+    span = hi - lo
+    safe = np.where(span > 0, span, 1.0)
+    out = np.where(span > 0, (flat - lo) / safe, 0.5)
+    return out.reshape(arr.shape).astype(np.float32)
+
+
+def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Alpha-blend the colour-mapped ``heat`` [H,W] (in [0,1]) over ``rgb`` [H,W,3]."""
+    heat = np.clip(np.nan_to_num(_np(heat), nan=0.0), 0.0, 1.0)
+    if heat.shape != rgb.shape[:2]:
+        raise ValueError(f"heatmap {heat.shape} does not match the image {rgb.shape[:2]}")
+    coloured = colormaps[cmap](heat)[..., :3].astype(np.float32)
+    return np.clip((1.0 - alpha) * rgb + alpha * coloured, 0.0, 1.0)
+
+
+def _cmap(name: str, bad: str = "white"):
+    return colormaps[name].with_extremes(bad=bad)
+
+
+def _save(fig: Figure, path, dpi: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=dpi, facecolor="white")
+    finally:
+        fig.clear()
+    return path
+
+
+# --------------------------------------------------------------------------- activations
+def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis", dpi: int = 100,
+                             ncols: int | None = None) -> Path:
+    """Input image (left) and a mosaic of all channels of ``acts`` [C,h,w] (right).
+
+    One colour scale for the whole mosaic (:func:`shared_limits`), with a colour bar; each
+    tile carries its channel index. A linear layer's vector [F] is drawn as a grid of 1x1
+    tiles (row-major, unlabelled).
+    """
+    rgb = to_display_rgb(image)
+    a = _np(acts)
+    dense = a.ndim == 1
+    if dense:
+        a = a[:, None, None]
+    elif a.ndim == 2:
+        a = a[:, None, :]
+    if a.ndim != 3:
+        raise ValueError(f"activations must be [C,h,w] (or [F]), got shape {a.shape}")
+    c, h, w = a.shape
+    pad = 0 if (h == 1 and w == 1) else max(1, round(max(h, w) / 16))
+    nrows, ncols = grid_shape(c, ncols)
+    m = mosaic(a, ncols=ncols, pad=pad)
+    vmin, vmax = shared_limits(a)
+
+    aspect = m.shape[1] / m.shape[0]
+    panel_h = 6.0
+    mosaic_w = float(np.clip(panel_h * aspect, 3.0, 13.0))
+    img_w = 2.6
+    fig = Figure(figsize=(img_w + mosaic_w + 1.6, panel_h + 0.9), layout="constrained")
+    ax_img, ax_m = fig.subplots(1, 2, gridspec_kw={"width_ratios": [img_w, mosaic_w]})
+
+    ax_img.imshow(rgb, interpolation="nearest")
+    ax_img.set_title(f"input {rgb.shape[0]}x{rgb.shape[1]}", fontsize=9)
+    ax_img.set_axis_off()
+
+    im = ax_m.imshow(m, cmap=_cmap(cmap), vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax_m.set_axis_off()
+    if dense:
+        ax_m.set_title(f"{c} units (row-major, {ncols} per row)", fontsize=9)
+    else:
+        ax_m.set_title(f"{c} channels, {h}x{w} each", fontsize=9)
+        if c <= 256:
+            tile_pts = mosaic_w * 72.0 / ncols
+            fs = float(np.clip(tile_pts * 0.16, 4.0, 8.0))
+            off = 0.04 * max(h, w)
+            for i, (r, col) in enumerate(tile_origins(c, h, w, ncols, pad)):
+                ax_m.text(col - 0.5 + off, r - 0.5 + off, str(i), fontsize=fs, color="white",
+                          ha="left", va="top", path_effects=_LABEL_EFFECTS)
+    cb = fig.colorbar(im, ax=ax_m, shrink=0.85, pad=0.01)
+    cb.ax.tick_params(labelsize=8)
+    cb.set_label("activation (shared scale)", fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- labelled grids
+def _labelled_grid(tiles: np.ndarray, labels: Sequence[str], path, title: str, dpi: int,
+                   tile_in: float, ncols: int | None = None, colorbar: tuple | None = None) -> Path:
+    """Draw RGB ``tiles`` [N,H,W,3] (in [0,1]) as one mosaic, each with a text band above it."""
+    n, h, w, _ = tiles.shape
+    nrows, ncols = grid_shape(n, ncols)
+    labels = [str(s) for s in labels]
+    nlines = max((s.count("\n") + 1 for s in labels), default=1)
+    longest = max((len(line) for s in labels for line in s.split("\n")), default=1)
+    tile_pts = tile_in * 72.0
+    fs = float(np.clip(tile_pts / (0.62 * max(longest, 1)), 4.5, 9.0))
+    band = max(2, math.ceil(h * (nlines * fs * 1.3 + 3.0) / tile_pts))
+    pad = max(1, round(h / 14))
+
+    cells = np.ones((n, h + band, w, 3), dtype=np.float32)
+    cells[:, band:] = tiles
+    m = mosaic(cells, ncols=ncols, pad=pad, pad_value=1.0)
+
+    title_in, cbar_in, margin = 0.55, (0.75 if colorbar else 0.0), 0.1
+    grid_w = ncols * tile_in
+    grid_h = grid_w * m.shape[0] / m.shape[1]
+    fig_w = max(grid_w + 2 * margin, 4.0)
+    fig_h = grid_h + title_in + cbar_in + 2 * margin
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((margin / fig_w, (margin + cbar_in) / fig_h,
+                       1 - 2 * margin / fig_w, grid_h / fig_h))
+    ax.imshow(m, interpolation="nearest")
+    ax.set_axis_off()
+    for label, (r, col) in zip(labels, tile_origins(n, h + band, w, ncols, pad)):
+        ax.text(col + w / 2 - 0.5, r + band / 2 - 0.5, label, fontsize=fs,
+                ha="center", va="center", linespacing=1.1)
+    fig.text(0.5, 1 - (title_in / 2) / fig_h, title, ha="center", va="center", fontsize=11)
+    if colorbar:
+        cmap, label = colorbar
+        cax = fig.add_axes((0.25, (margin + 0.42) / fig_h, 0.5, 0.12 / fig_h))
+        cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), cax=cax,
+                          orientation="horizontal")
+        cb.ax.tick_params(labelsize=7)
+        cb.set_label(label, fontsize=7)
+    return _save(fig, path, dpi)
+
+
+def render_filter_grid(patterns, scores, filter_indices, path, title: str, top: int | None = None,
+                       dpi: int = 100, ncols: int | None = None) -> Path:
+    """Filter patterns [F,C,H,W] ranked by score (best first; only ``top`` when given).
+
+    Each pattern is min-max normalized on its own for display; 3-channel patterns are shown in
+    colour, 1-channel ones in grey. Tiles are labelled ``f<index> <score>``.
+    """
+    pats = _np(patterns)
+    if pats.ndim != 4:
+        raise ValueError(f"patterns must be [F,C,H,W], got shape {pats.shape}")
+    sc = _np(scores).reshape(-1)
+    idx = _np(filter_indices, np.int64).reshape(-1)
+    if not (len(sc) == len(idx) == len(pats)):
+        raise ValueError(f"{len(pats)} patterns, {len(sc)} scores, {len(idx)} filter indices")
+    order = np.argsort(-np.nan_to_num(sc, nan=-np.inf), kind="stable")
+    if top is not None:
+        order = order[: max(1, int(top))]
+    tiles = np.stack([to_display_rgb(p) for p in normalize_each(pats[order])])
+    labels = [f"f{idx[i]} {sc[i]:.2f}" for i in order]
+    return _labelled_grid(tiles, labels, path, title, dpi, tile_in=1.15, ncols=ncols)
+
+
+# --------------------------------------------------------------------------- Grad-CAM
+def render_gradcam_figure(image, map_up, layer_map, path, title: str, alpha: float = 0.5,
+                          cmap: str = "jet", dpi: int = 100) -> Path:
+    """Three panels: the input, the raw layer-resolution map, and the upsampled map over the input.
+
+    ``map_up`` [H,W] is the display-normalized map in [0,1]; ``layer_map`` [h,w] is drawn on
+    its own (raw) scale without smoothing. ``title`` is written as given (class, probability).
+    """
+    rgb = to_display_rgb(image)
+    up = _np(map_up)
+    lm = _np(layer_map)
+    if lm.ndim != 2:
+        raise ValueError(f"layer_map must be [h,w], got shape {lm.shape}")
+    blended = overlay_heatmap(rgb, up, alpha=alpha, cmap=cmap)
+
+    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
+    ax_in, ax_raw, ax_ov = fig.subplots(1, 3)
+    ax_in.imshow(rgb, interpolation="nearest")
+    ax_in.set_title("input", fontsize=9)
+    vmin, vmax = shared_limits(lm)
+    im = ax_raw.imshow(lm, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax_raw.set_title(f"layer map {lm.shape[0]}x{lm.shape[1]} (raw)", fontsize=9)
+    cb = fig.colorbar(im, ax=ax_raw, shrink=0.8)
+    cb.ax.tick_params(labelsize=7)
+    ax_ov.imshow(blended, interpolation="nearest")
+    ax_ov.set_title(f"overlay (alpha {alpha:g})", fontsize=9)
+    cb2 = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), ax=ax_ov, shrink=0.8)
+    cb2.ax.tick_params(labelsize=7)
+    cb2.set_label("normalized importance", fontsize=7)
+    for ax in (ax_in, ax_raw, ax_ov):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path, dpi)
+
+
+def render_gradcam_sheet(images, maps, titles: Sequence[str], path, alpha: float = 0.5,
+                         cmap: str = "jet", dpi: int = 100, ncols: int | None = None,
+                         title: str = "") -> Path:
+    """Overview: one overlay (map [H,W] in [0,1] over its image) per image, in a grid."""
+    imgs = _np(images)
+    mp = _np(maps)
+    if imgs.ndim != 4 or mp.ndim != 3 or len(imgs) != len(mp):
+        raise ValueError(f"need images [N,C,H,W] and maps [N,H,W], got {imgs.shape} and {mp.shape}")
+    if len(titles) != len(imgs):
+        raise ValueError(f"{len(imgs)} images but {len(titles)} titles")
+    tiles = np.stack([overlay_heatmap(to_display_rgb(im), m, alpha=alpha, cmap=cmap)
+                      for im, m in zip(imgs, mp)])
+    return _labelled_grid(tiles, titles, path, title or "Grad-CAM overview", dpi, tile_in=1.9,
+                          ncols=ncols, colorbar=(cmap, "normalized importance"))

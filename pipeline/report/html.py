@@ -1,0 +1,306 @@
+"""Static HTML reports of a run or a sweep.
+
+One self-contained page: inline CSS, no JavaScript, nothing fetched from the network; images
+are referenced by paths relative to the report, so a run directory can be moved or zipped
+as a whole. All text is HTML-escaped. Files are written atomically (temp file + os.replace).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import quote
+
+__all__ = ["Figure", "Table", "Section", "format_value", "write_report", "write_sweep_index"]
+
+
+@dataclass
+class Figure:
+    path: str | os.PathLike  # relative to the report's directory
+    caption: str = ""
+    wide: bool | None = None  # span the whole row; None: decide from the image (aspect >= 2.2)
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    subsections: list["Section"] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- formatting
+def format_value(value: Any) -> str:
+    """Text of a table cell: floats with 4 significant digits (no float noise), ints with
+    thousands separators, NaN as an en dash, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalar
+        value = value.item()
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "\u2013"
+        if math.isinf(value):
+            return "\u221e" if value > 0 else "-\u221e"
+        if value == 0:
+            return "0"
+        a = abs(value)
+        if a >= 1e6 or a < 1e-3:
+            return f"{value:.3e}"
+        if a >= 1000:
+            return f"{value:,.1f}"
+        text, digits = f"{value:.4g}", 4
+        while a < 1 and digits < 8 and float(text) in (1.0, -1.0):  # 0.99996 must not read "1"
+            digits += 1
+            text = f"{value:.{digits}g}"
+        return text
+    return str(value)
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _href(target: str | os.PathLike, base_dir: Path) -> str:
+    """URL-quoted relative link to ``target`` from ``base_dir`` (absolute paths are relativized)."""
+    text = os.fspath(target)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", text) and not re.match(r"^[a-zA-Z]:[\\/]", text):
+        return _esc(text)  # already a URL (http:, file:, ...)
+    p = Path(text)
+    if p.is_absolute():
+        try:
+            text = os.path.relpath(p, base_dir.resolve())
+        except ValueError:  # other drive on Windows
+            text = p.as_uri()
+            return _esc(text)
+    text = text.replace(os.sep, "/")
+    return _esc(quote(text, safe="/#?=&%~+-._"))
+
+
+def _slug(text: str, used: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    slug, i = base, 2
+    while slug in used:
+        slug, i = f"{base}-{i}", i + 1
+    used.add(slug)
+    return slug
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6475; --line:#dde2ea; --bg:#f5f7fa; --card:#fff; --accent:#2f6fdf; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color:var(--fg); background:var(--bg); }
+header { background:#1f2a44; color:#fff; padding:22px 32px 18px; }
+header h1 { margin:0; font-size:26px; font-weight:600; }
+header p.subtitle { margin:6px 0 0; color:#c6cfe2; }
+main { max-width:1400px; margin:0 auto; padding:20px 32px 40px; }
+nav.toc { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 18px;
+          margin-bottom:22px; }
+nav.toc ol { margin:4px 0; padding-left:22px; } nav.toc li { margin:2px 0; }
+a { color:var(--accent); text-decoration:none; } a:hover { text-decoration:underline; }
+section { margin:0 0 30px; }
+section.level-1 { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:6px 24px 18px; }
+section.level-2, section.level-3 { border-top:1px solid var(--line); padding-top:4px; margin-top:18px; }
+h2 { font-size:21px; margin:16px 0 8px; } h3 { font-size:18px; margin:12px 0 6px; }
+h4, h5, h6 { font-size:16px; margin:10px 0 6px; }
+p { margin:6px 0 10px; max-width:95ch; }
+.observations { background:#eef5ff; border-left:4px solid var(--accent); border-radius:4px;
+                padding:8px 16px 8px 14px; margin:10px 0 14px; max-width:110ch; }
+.observations strong { display:block; font-size:13px; text-transform:uppercase; letter-spacing:.05em;
+                       color:var(--accent); margin-bottom:2px; }
+.observations ul { margin:4px 0; padding-left:20px; }
+.table-wrap { overflow-x:auto; margin:10px 0 16px; }
+table { border-collapse:collapse; font-size:14px; background:var(--card); }
+caption { caption-side:top; text-align:left; font-weight:600; padding:4px 0 6px; color:var(--muted); }
+th, td { border:1px solid var(--line); padding:5px 10px; text-align:left; vertical-align:top; }
+th { background:#eef1f6; font-weight:600; position:sticky; top:0; }
+td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+tbody tr:nth-child(even) td { background:#fafbfd; }
+.grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(420px, 1fr)); gap:16px; margin:12px 0 16px;
+        align-items:start; }
+figure.card.wide { grid-column:1 / -1; }
+figure.card.wide img { max-width:1100px; margin:0 auto; }
+figure.card { margin:0; background:var(--card); border:1px solid var(--line); border-radius:8px;
+              overflow:hidden; display:flex; flex-direction:column; box-shadow:0 1px 2px rgba(0,0,0,.04); }
+figure.card a.img { display:block; background:#fff; padding:6px; }
+figure.card img { display:block; width:100%; height:auto; image-rendering:auto; }
+figure.card figcaption { padding:8px 12px 10px; font-size:13px; color:var(--muted); border-top:1px solid var(--line); }
+footer { color:var(--muted); font-size:12px; text-align:center; padding:10px 0 24px; }
+@media (max-width:700px) { main { padding:12px; } header { padding:16px; } .grid { grid-template-columns:1fr; } }
+@media print { .grid { grid-template-columns:1fr 1fr; } figure.card { break-inside:avoid; } }
+"""
+
+
+def _page(title: str, subtitle: str, body: str) -> str:
+    created = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
+    sub = f'<p class="subtitle">{_esc(subtitle)}</p>' if subtitle else ""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<header><h1>{_esc(title)}</h1>{sub}</header>\n<main>\n{body}\n</main>\n"
+        f"<footer>generated by cnnvis on {_esc(created)}</footer>\n</body>\n</html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+def _is_num(v: Any) -> bool:
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        v = v.item()
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{_esc(c)}</th>" for c in table.columns)
+    body = []
+    for row in table.rows:
+        cells = "".join(
+            f'<td class="num">{_esc(format_value(v))}</td>' if _is_num(v) else f"<td>{_esc(format_value(v))}</td>"
+            for v in row)
+        body.append(f"<tr>{cells}</tr>")
+    cap = f"<caption>{_esc(table.caption)}</caption>" if table.caption else ""
+    return (f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # missing file, not an image, no Pillow: size unknown
+        return None
+
+
+def _figures_html(figures: Sequence[Figure], base_dir: Path) -> str:
+    cards = []
+    for fig in figures:
+        href = _href(fig.path, base_dir)
+        alt = _esc(fig.caption or Path(os.fspath(fig.path)).name)
+        cap = f"<figcaption>{_esc(fig.caption)}</figcaption>" if fig.caption else ""
+        wide = fig.wide
+        size = _image_size(base_dir / Path(os.fspath(fig.path)))
+        if wide is None:
+            wide = bool(size and size[0] >= 2.2 * size[1])
+        dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+        cls = "card wide" if wide else "card"
+        cards.append(f'<figure class="{cls}"><a class="img" href="{href}">'
+                     f'<img src="{href}" alt="{alt}"{dims} loading="lazy"></a>{cap}</figure>')
+    return f'<div class="grid">{"".join(cards)}</div>' if cards else ""
+
+
+def _section_html(sec: Section, level: int, base_dir: Path, slugs: dict[int, str]) -> str:
+    h = min(level + 1, 6)
+    parts = [f'<section class="level-{level}" id="{slugs[id(sec)]}">',
+             f"<h{h}>{_esc(sec.title)}</h{h}>"]
+    parts += [f"<p>{_esc(p)}</p>" for p in sec.paragraphs]
+    if sec.observations:
+        items = "".join(f"<li>{_esc(o)}</li>" for o in sec.observations)
+        parts.append(f'<div class="observations"><strong>Observations</strong><ul>{items}</ul></div>')
+    parts += [_table_html(t) for t in sec.tables]
+    parts.append(_figures_html(sec.figures, base_dir))
+    parts += [_section_html(s, level + 1, base_dir, slugs) for s in sec.subsections]
+    parts.append("</section>")
+    return "\n".join(p for p in parts if p)
+
+
+def _assign_slugs(sections: Iterable[Section], used: set[str], out: dict[int, str]) -> None:
+    for s in sections:
+        out[id(s)] = _slug(s.title, used)
+        _assign_slugs(s.subsections, used, out)
+
+
+def _toc(sections: Sequence[Section], slugs: dict[int, str], depth: int = 0) -> str:
+    if not sections or depth > 1:
+        return ""
+    items = "".join(f'<li><a href="#{slugs[id(s)]}">{_esc(s.title)}</a>{_toc(s.subsections, slugs, depth + 1)}</li>'
+                    for s in sections)
+    return f"<ol>{items}</ol>"
+
+
+def write_report(path, title: str, sections: Sequence[Section], subtitle: str = "") -> Path:
+    """Write the report page to ``path`` (atomically) and return it."""
+    path = Path(path)
+    base_dir = path.parent
+    slugs: dict[int, str] = {}
+    _assign_slugs(sections, set(), slugs)
+    body = []
+    if len(sections) > 1:
+        body.append(f'<nav class="toc"><strong>Contents</strong>{_toc(sections, slugs)}</nav>')
+    body += [_section_html(s, 1, base_dir, slugs) for s in sections]
+    return _atomic_write(path, _page(title, subtitle, "\n".join(body)))
+
+
+def write_sweep_index(path, title: str, runs: Sequence[Mapping[str, Any]]) -> Path:
+    """Index page of a sweep: one table row per run, linking to its report.
+
+    Each run is a dict with ``label``, ``href`` (the run's ``index.html``; relative to the
+    sweep directory, absolute paths are made relative) and either ``summary`` (a dict) or its
+    summary pairs as the remaining keys. Columns are the union of the summary keys, in order
+    of first appearance.
+    """
+    path = Path(path)
+    base_dir = path.parent
+    summaries: list[Mapping[str, Any]] = []
+    columns: list[str] = []
+    for run in runs:
+        summary = run.get("summary")
+        if summary is None:
+            summary = {k: v for k, v in run.items() if k not in ("label", "href")}
+        summaries.append(summary)
+        for k in summary:
+            if k not in columns:
+                columns.append(str(k))
+    head = "<th>run</th>" + "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    rows = []
+    for run, summary in zip(runs, summaries):
+        label = _esc(run.get("label", run.get("href", "")))
+        cell = f'<a href="{_href(run["href"], base_dir)}">{label}</a>' if run.get("href") else label
+        tds = []
+        for c in columns:
+            v = summary.get(c)
+            cls = ' class="num"' if _is_num(v) else ""
+            tds.append(f"<td{cls}>{_esc(format_value(v))}</td>")
+        rows.append(f"<tr><td>{cell}</td>{''.join(tds)}</tr>")
+    n = len(runs)
+    body = (f'<section class="level-1" id="runs"><h2>Runs</h2>'
+            f"<p>{n} run{'s' if n != 1 else ''} in this sweep; each link opens that run's report.</p>"
+            f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div></section>')
+    return _atomic_write(path, _page(title, "", body))
