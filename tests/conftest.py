@@ -35,7 +35,8 @@ def compose_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    run_dir = tmp_path / "outputs" / cfg.task / cfg.data.name / cfg.model.name / f"run{len(list(tmp_path.rglob('run.json')))}"
+    n = len(list((tmp_path / "outputs").rglob("*/run*"))) if (tmp_path / "outputs").exists() else 0
+    run_dir = tmp_path / "outputs" / cfg.task / cfg.data.name / f"run{n}"
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.job.num = 0

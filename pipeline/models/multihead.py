@@ -16,6 +16,17 @@ from torch import nn
 from pipeline.models.blocks import conv_stack, mlp, pooled_size
 
 LINES_HEADS = {"length": 2, "width": 2, "angle": 12, "colour": 2}
+HEAD_CLASS_NAMES = {"length": ["short", "long"], "width": ["thin", "thick"],
+                    "angle": [f"{a}deg" for a in range(0, 180, 15)], "colour": ["red", "blue"]}
+
+
+def head_class_names(head: str, n_classes: int, class_names: list[str]) -> list[str]:
+    """Readable class names of one output head: the dataset's names for the single head
+    ("class") and the re-joined "aggregate", the variation's values for a lines head."""
+    if head in ("class", "aggregate"):
+        return list(class_names)
+    names = HEAD_CLASS_NAMES.get(head)
+    return list(names) if names and len(names) == n_classes else [str(i) for i in range(n_classes)]
 
 
 class MultiHead(nn.Module):

@@ -9,16 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from pipeline.models.multihead import head_class_names
 from pipeline.models.summary import format_layer_table, layer_table
-
-
-def head_class_names(head: str, module, datamodule) -> list[str]:
-    if head in ("class", "aggregate"):
-        return list(datamodule.class_names)
-    if head == "angle":
-        return [f"{a}deg" for a in range(0, 180, 180 // module.head_classes[head])]
-    names = {"length": ["short", "long"], "width": ["thin", "thick"], "colour": ["red", "blue"]}
-    return names.get(head, [str(i) for i in range(module.head_classes[head])])
 
 
 def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summary: dict) -> None:
@@ -35,7 +27,7 @@ def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summa
         cm_dir = run_dir / "confusion"
         cm_dir.mkdir(exist_ok=True)
         for head, cm in module.test_confusion.items():
-            names = head_class_names(head, module, datamodule)
+            names = head_class_names(head, cm.shape[0], datamodule.class_names)
             cm = cm.numpy()
             write_confusion_csv(cm, names, cm_dir / f"{head}.csv")
             acc = test.get(head, {}).get("accuracy", float("nan"))

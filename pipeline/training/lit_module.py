@@ -72,11 +72,11 @@ def head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class LitClassifier(pl.LightningModule):
     def __init__(self, net: Mapping, optimizer: Mapping, scheduler: Mapping | None = None,
                  name: str = "model", class_names: Sequence[str] | None = None,
-                 head_weights: Mapping[str, float] | None = None, **_ignored):
+                 head_weights: Mapping[str, float] | None = None, dataset: str | None = None, **_ignored):
         super().__init__()
         self.save_hyperparameters({
             "net": _plain(net), "optimizer": _plain(optimizer), "scheduler": _plain(scheduler),
-            "name": name, "class_names": list(class_names or []),
+            "name": name, "dataset": dataset, "class_names": list(class_names or []),
             "head_weights": _plain(head_weights),
         })
         self.net: nn.Module = hydra.utils.instantiate(self.hparams.net)

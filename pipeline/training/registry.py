@@ -43,7 +43,7 @@ def write_run_record(run_dir: Path, record: dict) -> Path:
 
 
 def _records(outputs_dir: Path):
-    root = Path(outputs_dir) / "train"
+    root = Path(outputs_dir).resolve() / "train"
     if not root.is_dir():
         return
     for path in root.rglob(RUN_RECORD):
@@ -70,12 +70,15 @@ def list_runs(outputs_dir: Path, dataset: str | None = None, model: str | None =
     return sorted(runs, key=lambda r: r.finished)
 
 
-def find_latest_run(outputs_dir: Path, dataset: str, model: str) -> RunRecord:
+def find_latest_run(outputs_dir: Path, dataset: str, model: str | None = None) -> RunRecord:
+    """The newest complete run of dataset+model (``model=None``: of any model)."""
     runs = list_runs(outputs_dir, dataset, model)
     if not runs:
+        what = f"dataset={dataset}" + (f" model={model}" if model else "")
+        cmd = f"python train.py dataset={dataset}" + (f" model={model}" if model else "")
         raise NoCheckpointError(
-            f"no trained checkpoint for dataset={dataset} model={model} under {Path(outputs_dir) / 'train'}.\n"
-            f"Train one first:  python train.py dataset={dataset} model={model}\n"
+            f"no trained checkpoint for {what} under {Path(outputs_dir) / 'train'}.\n"
+            f"Train one first:  {cmd}\n"
             f"or pass a checkpoint explicitly:  ckpt=path/to/file.ckpt")
     return runs[-1]
 

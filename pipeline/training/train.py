@@ -46,7 +46,7 @@ def resolve_resume(cfg: DictConfig) -> str | None:
 def build(cfg: DictConfig):
     """Datamodule, LightningModule and Trainer from the config (nothing is loaded or trained)."""
     datamodule = hydra.utils.instantiate(cfg.data)
-    module = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
+    module = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names, dataset=datamodule.name)
     check_model_fits_data(cfg.model.name, module.head_classes, datamodule.name, datamodule.heads,
                           datamodule.num_classes)
     trainer: pl.Trainer = hydra.utils.instantiate(

@@ -1,0 +1,152 @@
+"""Sanity checks for saliency maps (Adebayo et al., 2018): cascading model randomization.
+
+A map that explains the MODEL must change when the model's weights are destroyed. Starting
+from the top layer and going down, the layers of a deep copy of the model are re-initialized
+one after the other (cumulatively), the attribution is recomputed, and its per-image
+Spearman rank correlation with the trained model's map is reported. A method whose
+correlation stays high (e.g. an edge detector, or a map that ignores the model) fails.
+
+:func:`spearman` uses average ranks for ties (the textbook Spearman rho, as
+``scipy.stats.spearmanr``) and returns 0 for a row that is constant in either input.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["rankdata", "spearman", "parameter_layers", "randomization_cascade"]
+
+AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def rankdata(values: torch.Tensor) -> torch.Tensor:
+    """Average ranks (1-based, ties share the mean of their positions) along dim 1 of a
+    ``[N, P]`` tensor, in float64."""
+    if values.ndim != 2:
+        raise ValueError(f"rankdata expects [N, P], got {tuple(values.shape)}")
+    n, p = values.shape
+    if p == 0:
+        return torch.empty(n, 0, dtype=torch.float64, device=values.device)
+    sorted_vals, order = torch.sort(values, dim=1, stable=True)
+    pos = torch.arange(p, device=values.device).expand(n, p)
+    change = sorted_vals[:, 1:] != sorted_vals[:, :-1]
+    true_col = torch.ones(n, 1, dtype=torch.bool, device=values.device)
+    starts = torch.cat([true_col, change], 1)     # first element of a tie group
+    ends = torch.cat([change, true_col], 1)       # last element of a tie group
+    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(1).values
+    last = torch.where(ends, pos, torch.full_like(pos, p - 1)).flip(1).cummin(1).values.flip(1)
+    avg = (first + last).to(torch.float64) / 2 + 1
+    return torch.empty_like(avg).scatter_(1, order, avg)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation per row ``[N]`` of two ``[N, ...]`` tensors, flattened.
+
+    Average ranks for ties; a row constant in ``a`` or in ``b`` gives 0 (never NaN).
+    Inputs should be finite. Computed in float64, returned as float32.
+    """
+    a = torch.as_tensor(a)
+    b = torch.as_tensor(b)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.ndim < 2:
+        raise ValueError(f"expected [N, ...] with at least 2 dims, got {tuple(a.shape)}")
+    ra = rankdata(a.detach().flatten(1))
+    rb = rankdata(b.detach().to(a.device).flatten(1))
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    num = (ra * rb).sum(1)
+    den = torch.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+    ok = den > 0
+    rho = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+    return rho.clamp(-1.0, 1.0).float()
+
+
+def parameter_layers(model: nn.Module, prefixes: Sequence[str] | None = None) -> list[str]:
+    """Names of the sub-modules that own parameters (``recurse=False``), in registration
+    order, which for the project's models is the forward order (bottom to top). The root
+    module's own parameters, if any, are not listed.
+
+    ``prefixes`` keeps only the layers under those module names, e.g.
+    ``("features", "heads.angle")`` for one head of the multihead model (the other heads
+    cannot change that head's map, so a cascade through them shows correlation 1)."""
+    keep = None if prefixes is None else [p.rstrip(".") for p in ([prefixes] if isinstance(prefixes, str) else prefixes)]
+    return [name for name, mod in model.named_modules()
+            if name and next(mod.parameters(recurse=False), None) is not None
+            and (keep is None or any(name == p or name.startswith(p + ".") for p in keep))]
+
+
+def _reinitialize(module: nn.Module) -> None:
+    """Fresh parameters for ``module``: its ``reset_parameters()`` (batch norm: also its
+    running statistics), else a PyTorch-default-like uniform init of its own parameters."""
+    if hasattr(module, "reset_running_stats"):
+        module.reset_running_stats()
+    if callable(getattr(module, "reset_parameters", None)):
+        module.reset_parameters()
+        return
+    with torch.no_grad():
+        for param in module.parameters(recurse=False):
+            fan_in = param[0].numel() if param.ndim >= 2 else param.numel()
+            bound = 1.0 / math.sqrt(max(fan_in, 1))
+            param.uniform_(-bound, bound)
+
+
+def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.Tensor,
+                          targets: torch.Tensor, seed: int = 0,
+                          layers: list[str] | None = None) -> list[dict]:
+    """Cascading randomization, top layer first, on a deep copy of ``model``.
+
+    ``attribute_fn(model_copy, x, targets) -> maps [N, H, W]``. ``layers`` (default
+    :func:`parameter_layers`) is ordered bottom to top; step ``k`` (1-based) re-initializes
+    ``layers[-k]`` under ``torch.manual_seed(seed + k)`` (the caller's RNG state is saved
+    and restored), keeping the ``k - 1`` layers above it randomized.
+
+    Returns ``steps + 1`` dicts: ``{"layer", "randomized", "spearman" [N], "spearman_abs"
+    [N] (of |map|), "mean" (of "spearman"), "maps" [N, H, W]}``; step 0 has ``layer
+    "none"`` and is the trained model (correlation 1, or 0 for a constant map). ``model``
+    itself is never modified; the copy keeps its train/eval mode.
+    """
+    names = parameter_layers(model) if layers is None else list(layers)
+    available = dict(model.named_modules())
+    for name in names:
+        if name not in available:
+            raise ValueError(f"unknown layer {name!r}; layers with parameters: {parameter_layers(model)}")
+        if next(available[name].parameters(recurse=False), None) is None:
+            raise ValueError(f"layer {name!r} has no parameters of its own")
+
+    work = copy.deepcopy(model)
+    cuda_devices = sorted({p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"})
+
+    def attribute() -> torch.Tensor:
+        with torch.enable_grad():
+            maps = attribute_fn(work, x, targets)
+        return torch.as_tensor(maps).detach()
+
+    reference = attribute()
+    results = []
+
+    def record(layer: str, randomized: list[str], maps: torch.Tensor) -> None:
+        rho = spearman(maps, reference)
+        results.append({
+            "layer": layer,
+            "randomized": list(randomized),
+            "spearman": rho,
+            "spearman_abs": spearman(maps.abs(), reference.abs()),
+            "mean": float(rho.mean()) if rho.numel() else float("nan"),
+            "maps": maps,
+        })
+
+    record("none", [], reference)
+    randomized: list[str] = []
+    for k, name in enumerate(reversed(names), start=1):
+        module = work.get_submodule(name)
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed + k)
+            _reinitialize(module)
+        randomized.append(name)
+        record(name, randomized, attribute())
+    return results

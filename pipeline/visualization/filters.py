@@ -1,0 +1,298 @@
+"""Filter patterns: the input that maximizes each filter's mean response (gradient ascent).
+
+``FilterVisualizer(model, "features.conv3", input_shape=(3, 28, 28))(steps=30)`` starts from a
+blank image (mid-grey of ``value_range`` plus seeded Gaussian noise of std ``noise``) and,
+for ALL selected filters at once (one image per filter, one batch), repeats:
+
+    objective_f = mean over positions of channel f of the layer output on image f
+    g = d objective / d image, divided by its own RMS (+1e-8), per image
+    image += step_size * g
+    [jitter: the forward sees the image rolled by a random (dy, dx) in [-jitter, jitter]
+     (one seeded draw per step, shared by all images); the gradient flows back through the
+     roll, i.e. the roll is undone]
+    [decay: image = mid + (1 - decay) * (image - mid)]
+    [every blur_every steps: Gaussian blur of std blur_sigma]
+    clip to value_range
+
+The forward stops at the layer (a forward hook raises a private exception that is caught), so
+nothing after the layer is computed. Gradients are taken w.r.t. the input only (no parameter
+``.grad`` is accumulated). The model is put in eval mode for the call and every module's
+previous mode is restored afterwards; grad is enabled explicitly, so the call also works
+under ``torch.no_grad()`` / ``torch.inference_mode()``.
+
+:meth:`FilterVisualizer.one_at_a_time` is the reference loop: the same optimisation, one
+filter per run, from the same start and with the same random draws as the batched call. In
+eval mode the images of a batch do not interact, so both reach the same patterns (up to
+floating-point summation order).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pipeline.visualization.layers import resolve_layer
+
+__all__ = ["FilterResult", "FilterVisualizer", "gaussian_blur"]
+
+_EPS = 1e-8
+
+
+class _StopForward(Exception):
+    """Raised by the layer hook to end the forward pass at the layer."""
+
+    def __init__(self, out):
+        super().__init__("forward stopped at the visualized layer")
+        self.out = out
+
+
+@dataclass
+class FilterResult:
+    """Patterns of F filters of one layer (tensors on the CPU).
+
+    layer           the layer name
+    filter_indices  long [F]: channel index of each row
+    patterns        float32 [F, C, H, W]: the optimised inputs, within value_range
+    scores          float32 [F]: final mean activation of each filter on its pattern
+    start_scores    float32 [F]: the same on the blank start image
+    ranking         long [F]: row indices sorted by score, best first
+    history         float32 [steps, F]: the objective at each step (before its update)
+    """
+
+    layer: str
+    filter_indices: torch.Tensor
+    patterns: torch.Tensor
+    scores: torch.Tensor
+    start_scores: torch.Tensor
+    ranking: torch.Tensor
+    history: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.filter_indices.numel())
+
+    def top(self, k: int) -> torch.Tensor:
+        """Row indices of the ``k`` best filters (use ``filter_indices[...]`` for channel ids)."""
+        return self.ranking[:k]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``[N, C, H, W]`` images (replicate padding, radius 3 sigma)."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    coords = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (coords / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+class FilterVisualizer:
+    """Gradient-ascent filter patterns for one layer (see the module docstring).
+
+    ``input_shape`` is ``(C, H, W)`` of the model's input (``(1, 28, 28)`` greyscale,
+    ``(3, 28, 28)`` RGB); ``value_range`` the model's input range (patterns are clipped to it).
+    """
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module, input_shape: tuple[int, int, int] = (1, 28, 28),
+                 value_range: tuple[float, float] = (0.0, 1.0)):
+        self.model = model
+        self.layer_name, self.layer = resolve_layer(model, layer)
+        if self.layer is model:
+            raise ValueError("the layer must be a sub-module, not the model itself")
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape is (C, H, W), got {input_shape}")
+        self.input_shape = tuple(int(v) for v in input_shape)
+        lo, hi = float(value_range[0]), float(value_range[1])
+        if not hi > lo:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+        self.value_range = (lo, hi)
+        self._n_filters: int | None = None
+        self._cl = True
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _param(self) -> tuple[torch.device, torch.dtype]:
+        for p in self.model.parameters():
+            return p.device, (p.dtype if p.is_floating_point() else torch.float32)
+        return torch.device("cpu"), torch.float32
+
+    def _set_eval(self) -> list[tuple[nn.Module, bool]]:
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return modes
+
+    @staticmethod
+    def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
+        for m, training in modes:
+            m.training = training
+
+    def _to_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the model on ``x`` up to the layer (the hook must be attached)."""
+        try:
+            self.model(x)
+        except _StopForward as stop:
+            out = stop.out
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            return out
+        raise RuntimeError(f"layer {self.layer_name!r} was not executed by the forward pass")
+
+    def _attach(self):
+        def hook(module, inputs, out):
+            raise _StopForward(out)
+        return self.layer.register_forward_hook(hook)
+
+    @staticmethod
+    def _objective(act: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+        """Mean activation of channel ``filt[i]`` on image ``i`` -> ``[F]``."""
+        rows = torch.arange(len(filt), device=act.device)
+        sel = act[rows, filt]
+        return sel.flatten(1).mean(1) if sel.dim() > 1 else sel
+
+    @property
+    def n_filters(self) -> int:
+        """Number of channels of the layer's output (found with one blank forward)."""
+        if self._n_filters is None:
+            device, dtype = self._param()
+            modes = self._set_eval()
+            handle = self._attach()
+            try:
+                with torch.inference_mode(False), torch.no_grad():
+                    out = self._to_layer(torch.zeros((1,) + self.input_shape, device=device, dtype=dtype))
+            finally:
+                handle.remove()
+                self._restore(modes)
+            if out.dim() < 2:
+                raise ValueError(f"layer {self.layer_name!r} gives shape {tuple(out.shape)}; need [N, C, ...]")
+            self._n_filters = int(out.shape[1])
+        return self._n_filters
+
+    def _filters(self, filters) -> torch.Tensor:
+        n = self.n_filters
+        if filters is None:
+            return torch.arange(n)
+        if isinstance(filters, int):
+            filters = [filters]
+        f = torch.as_tensor(filters).flatten()
+        if f.is_floating_point() or f.dtype == torch.bool:
+            raise ValueError("filters must be integer channel indices")
+        f = f.long()
+        if f.numel() == 0:
+            raise ValueError("no filters selected")
+        bad = f[(f < 0) | (f >= n)]
+        if bad.numel():
+            raise ValueError(f"filter {int(bad[0])} out of range for layer {self.layer_name!r}: "
+                             f"valid filters are 0..{n - 1}")
+        return f
+
+    def _draws(self, n: int, steps: int, seed: int, noise: float, jitter: int):
+        """Start images ``[n, C, H, W]`` and per-step jitter shifts ``[steps, 2]`` (CPU)."""
+        g = torch.Generator().manual_seed(int(seed))
+        lo, hi = self.value_range
+        mid = (lo + hi) / 2.0
+        start = mid + float(noise) * torch.randn((n,) + self.input_shape, generator=g, dtype=torch.float64)
+        start = start.clamp_(lo, hi)
+        if jitter > 0:
+            shifts = torch.randint(-int(jitter), int(jitter) + 1, (steps, 2), generator=g)
+        else:
+            shifts = torch.zeros((steps, 2), dtype=torch.long)
+        return start, shifts
+
+    def _optimise(self, filt: torch.Tensor, start: torch.Tensor, shifts: torch.Tensor, steps: int, step_size: float,
+                  decay: float, blur_every: int, blur_sigma: float, bar) -> tuple[torch.Tensor, ...]:
+        """Gradient ascent of a batch (image i for filter filt[i]); the hook must be attached."""
+        device, dtype = self._param()
+        lo, hi = self.value_range
+        mid = (lo + hi) / 2.0
+        filt = filt.to(device)
+        x = start.to(device=device, dtype=dtype)
+        history = torch.empty((steps, len(filt)), dtype=torch.float32)
+        with torch.no_grad():
+            start_scores = self._objective(self._to_layer(x), filt).float().cpu()
+        shift_list = shifts.tolist()
+        for s in range(steps):
+            with torch.enable_grad():
+                leaf = x.detach().requires_grad_(True)
+                dy, dx = shift_list[s]
+                inp = torch.roll(leaf, shifts=(dy, dx), dims=(2, 3)) if (dy or dx) else leaf
+                if self._cl:
+                    inp = inp.contiguous(memory_format=torch.channels_last)
+                obj = self._objective(self._to_layer(inp), filt)
+                g, = torch.autograd.grad(obj.sum(), leaf)
+            with torch.no_grad():
+                history[s] = obj.detach().float().cpu()
+                rms = g.pow(2).flatten(1).mean(1).sqrt().view(-1, 1, 1, 1)
+                x = x + step_size * (g / (rms + _EPS))
+                if decay:
+                    x = mid + (1.0 - decay) * (x - mid)
+                if blur_every and (s + 1) % blur_every == 0:
+                    x = gaussian_blur(x, blur_sigma)
+                x = x.clamp_(lo, hi)
+            if bar is not None:
+                bar.update(1)
+        with torch.no_grad():
+            scores = self._objective(self._to_layer(x), filt).float().cpu()
+        return x.detach().float().cpu(), scores, start_scores, history
+
+    def _run(self, filters, steps, step_size, seed, noise, jitter, decay, blur_every, blur_sigma, progress,
+             batched: bool) -> FilterResult:
+        if steps < 0 or step_size < 0 or noise < 0 or jitter < 0 or not 0 <= decay < 1 or blur_every < 0:
+            raise ValueError("steps, step_size, noise, jitter, blur_every must be >= 0 and 0 <= decay < 1")
+        filt = self._filters(filters)
+        start, shifts = self._draws(len(filt), steps, seed, noise, jitter)
+        args = (steps, float(step_size), float(decay), int(blur_every), float(blur_sigma))
+        modes = self._set_eval()
+        handle = self._attach()
+        bar = None
+        try:
+            with torch.inference_mode(False):
+                if batched:
+                    bar = tqdm(total=steps, desc=f"filters {self.layer_name}", disable=not progress, leave=False)
+                    patterns, scores, start_scores, history = self._optimise(filt, start, shifts, *args, bar)
+                else:
+                    bar = tqdm(total=len(filt), desc=f"filters {self.layer_name} (one at a time)",
+                               disable=not progress, leave=False)
+                    outs = []
+                    for i in range(len(filt)):
+                        outs.append(self._optimise(filt[i:i + 1], start[i:i + 1], shifts, *args, None))
+                        bar.update(1)
+                    patterns, scores, start_scores, history = (torch.cat([o[k] for o in outs], dim=1 if k == 3 else 0)
+                                                               for k in range(4))
+        finally:
+            if bar is not None:
+                bar.close()
+            handle.remove()
+            self._restore(modes)
+        return FilterResult(
+            layer=self.layer_name,
+            filter_indices=filt.cpu(),
+            patterns=patterns,
+            scores=scores,
+            start_scores=start_scores,
+            ranking=torch.argsort(scores, descending=True, stable=True),
+            history=history,
+        )
+
+    # -- public -----------------------------------------------------------------------------
+    def __call__(self, filters: Sequence[int] | torch.Tensor | int | None = None, steps: int = 30,
+                 step_size: float = 0.05, seed: int = 0, noise: float = 0.02, jitter: int = 0,
+                 decay: float = 0.0, blur_every: int = 0, blur_sigma: float = 0.5,
+                 progress: bool = False) -> FilterResult:
+        """Optimise all selected filters (default: every channel of the layer) as one batch."""
+        return self._run(filters, steps, step_size, seed, noise, jitter, decay, blur_every, blur_sigma,
+                         progress, batched=True)
+
+    def one_at_a_time(self, filters: Sequence[int] | torch.Tensor | int | None = None, steps: int = 30,
+                      step_size: float = 0.05, seed: int = 0, noise: float = 0.02, jitter: int = 0,
+                      decay: float = 0.0, blur_every: int = 0, blur_sigma: float = 0.5,
+                      progress: bool = False) -> FilterResult:
+        """Reference loop: one optimisation per filter, same start and random draws as ``__call__``."""
+        return self._run(filters, steps, step_size, seed, noise, jitter, decay, blur_every, blur_sigma,
+                         progress, batched=False)

@@ -1,0 +1,142 @@
+"""The visualize job: context -> jobs (checked) -> images -> HDF5 + figures -> report.
+
+Output, in the run directory (``outputs/visualize/<dataset>/<job>/<time>/`` or a sweep's subdir):
+``visualization.h5`` (layout in the README), ``figures/``, ``index.html`` and ``summary.json``
+(what the sweep index shows). The HDF5 file and the figure folder appear under their final
+names only when everything succeeded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import CnnvisError
+from pipeline.models.multihead import head_class_names
+from pipeline.models.summary import format_layer_table
+from pipeline.report.html import Figure, Section, Table, write_report
+from pipeline.training.lit_module import head_probabilities, head_predictions
+from pipeline.visualization.context import VisContext, load_context
+from pipeline.visualization.inputs import Selection, select_images
+from pipeline.visualization.jobs import JOBS
+
+log = logging.getLogger(__name__)
+
+
+def _check_jobs(cfg: DictConfig) -> list[str]:
+    names = list(cfg.job.run)
+    unknown = [n for n in names if n not in JOBS]
+    if unknown or not names:
+        raise CnnvisError(f"unknown job {', '.join(unknown) or '(none)'}; valid jobs: {', '.join(JOBS)} or all")
+    return names
+
+
+def _predict(ctx: VisContext, sel: Selection, batch_size: int):
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(sel), batch_size):
+            o = ctx.net(sel.images[i:i + batch_size].to(ctx.device))
+            outs.append(o if isinstance(o, dict) else {"class": o})
+    logits = {h: torch.cat([o[h] for o in outs]).cpu() for h in outs[0]}
+    return ({h: head_predictions(v) for h, v in logits.items()},
+            {h: head_probabilities(v) for h, v in logits.items()})
+
+
+def _model_section(ctx: VisContext) -> Section:
+    rows = [[r["name"], r["type"], "x".join(map(str, r["output_shape"] or [])), r["params"]] for r in ctx.layer_rows]
+    tables = [Table("Layers (use these names with layer=...)", ["layer", "type", "output shape", "parameters"], rows)]
+    paragraphs = [f"Checkpoint: {ctx.ckpt}", f"Trained on {ctx.dataset_name}; {len(ctx.class_names)} classes."]
+    figures = []
+    m = ctx.train_metrics
+    if m:
+        tables.insert(0, Table("Test metrics of this checkpoint (from its training run)",
+                               ["head", "accuracy", "macro F1"],
+                               [[h, v.get("accuracy"), v.get("f1_macro")] for h, v in m.get("heads", {}).items()]))
+        paragraphs.append(f"{m.get('test_images', '?')} test images.")
+    if ctx.train_run_dir is not None:
+        for name, cap in (("curves/loss.png", "learning curve: loss"), ("curves/accuracy.png", "learning curve: accuracy")):
+            p = ctx.train_run_dir / name
+            if p.is_file():
+                figures.append(Figure(p, cap))
+    return Section(f"Model: {ctx.model_name}", paragraphs=paragraphs, tables=tables, figures=figures)
+
+
+def _inputs_section(ctx: VisContext, sel: Selection, preds, probs) -> Section:
+    rows = []
+    for i in range(len(sel)):
+        row = [i, sel.sources[i], ctx.class_names[int(sel.labels[i])] if sel.labels[i] >= 0 else "unknown"]
+        for h in preds:
+            names = head_class_names(h, ctx.head_classes[h], ctx.class_names)
+            p = int(preds[h][i])
+            row.append(f"{names[p]} ({float(probs[h][i, p]):.2f})")
+        rows.append(row)
+    return Section("Images", tables=[Table("The images of this run and the model's predictions (probability)",
+                                           ["image", "source", "true class", *[f"predicted {h}" for h in preds]], rows)])
+
+
+def run_visualize(cfg: DictConfig) -> dict:
+    job_names = _check_jobs(cfg)
+    batch_size = int(cfg.batch_size)
+    if batch_size < 1:
+        raise CnnvisError(f"batch_size={cfg.batch_size} is invalid: it must be a positive integer")
+    run_dir = Path(cfg.paths.output_dir)
+    h5_path = run_dir / "visualization.h5"
+    if h5_path.exists() and not cfg.get("overwrite", False):
+        raise CnnvisError(f"{h5_path} exists already; pass overwrite=true or use a new run directory")
+
+    ctx = load_context(cfg)
+    jobs = [JOBS[name](ctx, cfg) for name in job_names]  # layer/target/head checks happen here
+    test = ctx.datamodule.test
+    sel = select_images(cfg.get("image"), test.images, test.labels, test.masks, len(ctx.class_names),
+                        int(cfg.get("num_images", 6)))
+    preds, probs = _predict(ctx, sel, batch_size)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fig_tmp, fig_dir = run_dir / "figures.partial", run_dir / "figures"
+    shutil.rmtree(fig_tmp, ignore_errors=True)
+    fig_tmp.mkdir()
+    attrs = {"dataset": ctx.dataset_name, "model": ctx.model_name, "checkpoint": str(ctx.ckpt),
+             "jobs": job_names, "config": OmegaConf.to_yaml(cfg, resolve=True),
+             "layer_names": [r["name"] for r in ctx.layer_rows], "class_names": ctx.class_names}
+    from pipeline.storage.h5store import H5RunWriter
+
+    try:
+        with H5RunWriter(h5_path, attrs=attrs, overwrite=bool(cfg.get("overwrite", False))) as writer:
+            writer.write_inputs(sel.images, sel.labels, sel.sources, predictions=preds, probabilities=probs)
+            if sel.masks is not None:
+                writer.file.create_dataset("masks", data=sel.masks.numpy())
+            sections = [job.run(sel, writer, run_dir, fig_tmp, batch_size) for job in jobs]
+    except BaseException:
+        shutil.rmtree(fig_tmp, ignore_errors=True)
+        raise
+    if fig_dir.exists():
+        shutil.rmtree(fig_dir)
+    os.replace(fig_tmp, fig_dir)
+    _repoint(sections, fig_tmp, fig_dir)
+
+    (run_dir / "model_summary.txt").write_text(format_layer_table(ctx.layer_rows, ctx.model_name) + "\n")
+    title = f"{ctx.model_name} on {ctx.dataset_name}: {', '.join(job_names)}"
+    report = write_report(run_dir / "index.html", title,
+                          [_model_section(ctx), _inputs_section(ctx, sel, preds, probs), *sections],
+                          subtitle=f"{len(sel)} images; checkpoint {ctx.ckpt.name}; stored in visualization.h5")
+    summary = {"title": title, "job": cfg.job.name, "dataset": ctx.dataset_name, "model": ctx.model_name,
+               "checkpoint": str(ctx.ckpt), "images": len(sel), "report": str(report), "h5": str(h5_path),
+               "observations": [o for s in sections for o in s.observations]}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nvisualize: {title}\n  report: {report}\n  tensors: {h5_path}\n  figures: {fig_dir}")
+    return summary
+
+
+def _repoint(sections, old: Path, new: Path) -> None:
+    """Figures were rendered into figures.partial/; point the report at figures/."""
+    for sec in sections:
+        for fig in sec.figures:
+            p = Path(fig.path)
+            if old in p.parents:
+                fig.path = new / p.relative_to(old)
+        _repoint(sec.subsections, old, new)

@@ -1,0 +1,158 @@
+"""The visualize job end to end on tiny trained models: HDF5 content, figures, report, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.errors import CnnvisError, NoCheckpointError
+from pipeline.storage.h5store import H5Run
+from pipeline.training.lit_module import LitClassifier
+from pipeline.training.train import run_training
+from pipeline.visualization.layers import UnknownLayerError
+from pipeline.visualization.run import run_visualize
+from tests.conftest import QUIET_TRAINER, TINY, compose_cfg
+
+FAST_FILTERS = ["filters.steps=8", "filters.max_filters=6", "filters.top=4"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny multihead (lines) and one cnn_basic (mnist) training run under the same root."""
+    root = tmp_path_factory.mktemp("root")
+    out = {}
+    for dataset, model in [("lines", "multihead"), ("mnist", "cnn_basic")]:
+        cfg = compose_cfg(root, [*TINY[dataset], f"model={model}", *QUIET_TRAINER])
+        out[(dataset, model)] = run_training(cfg)
+    return root, out
+
+
+def vis_cfg(root: Path, dataset: str, extra: list[str]):
+    return compose_cfg(root, [*TINY[dataset], *extra], config_name="visualize")
+
+
+def test_all_jobs_write_store_figures_and_report(trained):
+    root, runs = trained
+    cfg = vis_cfg(root, "lines", ["job=all", *FAST_FILTERS])
+    summary = run_visualize(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert summary["model"] == "multihead" and summary["images"] == 6
+    net = LitClassifier.load_from_checkpoint(runs[("lines", "multihead")]["best_checkpoint"]).net.eval()
+    with H5Run(run_dir / "visualization.h5") as h5:
+        inputs = h5.inputs()
+        x = torch.from_numpy(inputs["images"])
+        assert x.shape == (6, 3, 28, 28)
+        # six test images from six different classes
+        assert len(set(inputs["labels"].tolist())) == 6
+        # activations in HDF5 equal a direct forward pass; layer names round-trip
+        layers = h5.activation_layers()
+        assert layers == ["features.conv1", "features.relu1", "features.pool1", "features.conv2",
+                          "features.relu2", "features.pool2", "features.conv3", "features.relu3"]
+        with torch.no_grad():
+            direct = net.features[:1](x)
+            np.testing.assert_allclose(h5.activations("features.conv1"), direct.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(h5.activations("features.relu3"), net.features(x).numpy(), rtol=1e-5, atol=1e-6)
+        assert set(h5.gradcam_heads()) == {"length", "width", "angle", "colour"}
+        cam = h5.gradcam("angle", "features.conv3")
+        assert cam["maps"].shape == (6, 28, 28) and np.isfinite(cam["maps"]).all()
+        filt = h5.filters("features.conv1")
+        assert filt["patterns"].shape == (6, 3, 28, 28)
+        assert h5.attrs["model"] == "multihead" and "features.conv3" in h5.attrs["layer_names"]
+    with h5py.File(run_dir / "visualization.h5") as f:
+        assert f["activations/features.conv1"].chunks == (1, 16, 28, 28)
+        assert f["masks"].shape == (6, 28, 28)
+    # one activation figure per (image, layer), gradcam per head, filters all + top
+    assert len(list((run_dir / "figures" / "activations").rglob("*.png"))) == 6 * 8
+    assert len(list((run_dir / "figures" / "gradcam" / "angle").rglob("image*.png"))) == 6
+    assert (run_dir / "figures" / "filters" / "features.conv1_top4.png").is_file()
+    assert not (run_dir / "figures.partial").exists()
+    html = (run_dir / "index.html").read_text()
+    for src in __import__("re").findall(r'<img[^>]+src="([^"]+)"', html):
+        assert (run_dir / src).resolve().is_file(), src
+    assert "heatmap mass lies on the line" in html
+    assert json.loads((run_dir / "summary.json").read_text())["dataset"] == "lines"
+
+
+def test_chosen_images_layers_and_files(trained, tmp_path):
+    root, _ = trained
+    rgb = (np.random.default_rng(0).random((40, 36, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(path)
+    cfg = vis_cfg(root, "mnist", ["job=activations", "layer=features.conv1", f"image=[3,{path}]"])
+    run_visualize(cfg)
+    with H5Run(Path(cfg.paths.output_dir) / "visualization.h5") as h5:
+        inputs = h5.inputs()
+        assert inputs["images"].shape == (2, 1, 28, 28)  # RGB file -> greyscale, resized
+        assert list(inputs["labels"])[1] == -1 and list(inputs["sources"]) == ["test[3]", str(path)]
+        assert h5.activation_layers() == ["features.conv1"]
+        expected = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28), Image.Resampling.BILINEAR),
+                              np.float32) / 255
+        np.testing.assert_allclose(inputs["images"][1, 0], expected, atol=1e-6)
+
+
+def test_gradcam_target_and_head(trained):
+    root, _ = trained
+    cfg = vis_cfg(root, "lines", ["job=gradcam", "gradcam.head=angle", "gradcam.target=3", "image=[0,1]"])
+    run_visualize(cfg)
+    with H5Run(Path(cfg.paths.output_dir) / "visualization.h5") as h5:
+        assert h5.gradcam_heads() == ["angle"]
+        assert h5.gradcam("angle", "features.conv3")["targets"].tolist() == [3, 3]
+
+
+def _nothing_written(cfg) -> bool:
+    run_dir = Path(cfg.paths.output_dir)
+    return not run_dir.exists() or not any(p.name in ("visualization.h5", "figures", "figures.partial", "index.html")
+                                           for p in run_dir.iterdir())
+
+
+@pytest.mark.parametrize("overrides,error,needle", [
+    (["job=activations", "layer=features.nope"], UnknownLayerError, "Valid layer names: features.conv1"),
+    (["job=filters", "layer=heads.angle.fc1"], CnnvisError, "not a convolution layer"),
+    (["job=activations", "image=[99999]"], CnnvisError, "out of range"),
+    (["job=activations", "image=/no/such/file.png"], CnnvisError, "no such file"),
+    (["job=gradcam", "gradcam.target=12", "gradcam.head=angle"], CnnvisError, "valid classes are 0..11"),
+    (["job=gradcam", "gradcam.head=size"], CnnvisError, "valid heads of multihead: length, width, angle, colour"),
+    (["job=gradcam", "model=cnn_basic"], NoCheckpointError, "python train.py dataset=lines model=cnn_basic"),
+])
+def test_bad_input_fails_clearly_and_writes_nothing(trained, overrides, error, needle):
+    root, _ = trained
+    cfg = vis_cfg(root, "lines", overrides)
+    with pytest.raises(error, match=__import__("re").escape(needle)):
+        run_visualize(cfg)
+    assert _nothing_written(cfg)
+
+
+def test_bad_image_files(trained, tmp_path):
+    root, _ = trained
+    rgba = tmp_path / "alpha.png"
+    Image.new("RGBA", (28, 28)).save(rgba)
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    for path, needle in [(rgba, "4 channels"), (text, "cannot read it as an image")]:
+        cfg = vis_cfg(root, "lines", ["job=activations", f"image={path}"])
+        with pytest.raises(CnnvisError, match=needle):
+            run_visualize(cfg)
+        assert _nothing_written(cfg)
+
+
+def test_checkpoint_of_another_model_or_dataset(trained):
+    root, runs = trained
+    ckpt = runs[("lines", "multihead")]["best_checkpoint"]
+    cfg = vis_cfg(root, "lines", ["job=activations", f"ckpt={ckpt}", "model=cnn_basic"])
+    with pytest.raises(CnnvisError, match="holds a multihead model, not model=cnn_basic"):
+        run_visualize(cfg)
+    cfg = vis_cfg(root, "mnist", ["job=activations", f"ckpt={ckpt}"])
+    with pytest.raises(CnnvisError, match="was trained on dataset=lines"):
+        run_visualize(cfg)
+    assert _nothing_written(cfg)
+
+
+def test_no_checkpoint_yet_names_the_train_command(tmp_path):
+    cfg = compose_cfg(tmp_path, [*TINY["fashion_mnist"], "job=gradcam"], config_name="visualize")
+    with pytest.raises(NoCheckpointError, match="python train.py dataset=fashion_mnist"):
+        run_visualize(cfg)

@@ -1,0 +1,21 @@
+"""Look inside a trained CNN: `python visualize.py job=activations|filters|gradcam|all [key=value ...]`.
+
+Finds the newest checkpoint that train.py wrote for the dataset (or takes ckpt=...), and
+writes visualization.h5, figures/ and index.html into its run directory. Configs: conf/visualize.yaml;
+`python visualize.py --help`. All the work happens in pipeline/visualization/run.py.
+"""
+import hydra
+from omegaconf import DictConfig
+
+from pipeline.cli import run_job
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
+def main(cfg: DictConfig):
+    from pipeline.visualization.run import run_visualize
+
+    return run_job(run_visualize, cfg)
+
+
+if __name__ == "__main__":
+    main()
