@@ -1,0 +1,96 @@
+"""The entry scripts as a user runs them: train, sweep, ddp, visualize sweep, and bad input."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUIET_TRAINER, TINY, run_cli
+
+TINY_LINES = [*TINY["lines"], *QUIET_TRAINER]
+
+
+def _args(tmp_path: Path, *extra: str) -> list[str]:
+    return [f"paths.root_dir={tmp_path}", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory):
+    """`python train.py -m model=cnn_basic,multihead` on tiny lines: a two-run sweep."""
+    root = tmp_path_factory.mktemp("cli")
+    proc = run_cli("train.py", ["-m", "model=cnn_basic,multihead", *_args(root, *TINY_LINES)], cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, proc
+
+
+def test_train_sweep_writes_one_complete_run_per_combination(trained_root):
+    root, proc = trained_root
+    records = [json.loads(p.read_text()) for p in (root / "outputs" / "train" / "multirun").rglob("run.json")]
+    assert sorted(r["model"] for r in records) == ["cnn_basic", "multihead"]
+    assert all(r["status"] == "complete" and Path(r["best_checkpoint"]).is_file() for r in records)
+    assert proc.stdout.count("training complete") == 2  # the one-screen summary of each run
+    assert "python visualize.py dataset=lines model=multihead" in proc.stdout
+
+
+def test_visualize_sweep_renders_each_combination_and_an_index(trained_root):
+    root, _ = trained_root
+    proc = run_cli("visualize.py", ["-m", "job=activations,gradcam", "model=multihead",
+                                    *_args(root, *TINY["lines"])], cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweeps = list((root / "outputs" / "visualize" / "multirun").iterdir())
+    assert len(sweeps) == 1
+    runs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert runs == ["0_activations_lines", "1_gradcam_lines"]
+    index = (sweeps[0] / "index.html").read_text()
+    for run in runs:
+        assert (sweeps[0] / run / "index.html").is_file() and (sweeps[0] / run / "visualization.h5").is_file()
+        assert f'href="{run}/index.html"' in index
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    proc = run_cli("train.py", _args(tmp_path, *TINY_LINES, "trainer=ddp", "model=cnn_basic"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list((tmp_path / "outputs" / "train").rglob("run.json"))
+    assert len(records) == 1  # both processes share one run directory
+    rec = json.loads(records[0].read_text())
+    assert rec["status"] == "complete" and rec["test_accuracy"] is not None
+    metrics = json.loads((records[0].parent / "test_metrics.json").read_text())
+    assert metrics["test_images"] == 96 * 2  # per_class=6 -> 2 test images per class, all evaluated once
+
+
+@pytest.mark.parametrize("script,args,code,needle", [
+    ("train.py", ["dataset=imagenet"], 1, "Available options in 'dataset':"),
+    ("train.py", ["model=resnet"], 1, "Available options in 'model':"),
+    ("train.py", ["trainer=tpu"], 1, "Available options in 'trainer':"),
+    ("train.py", ["data.batch_size=-5"], 2, "data.batch_size=-5 is invalid: it must be a positive integer"),
+    ("train.py", ["trainer.max_epochs=0"], 2, "trainer.max_epochs=0 is invalid"),
+    ("train.py", ["model=multihead", "dataset=mnist", "data.data_dir=/nonexistent"], 2, "only trains on dataset=lines"),
+    ("visualize.py", ["job=dream"], 1, "Available options in 'job':"),
+    ("visualize.py", ["job=gradcam", "dataset=lines"], 2, "Train one first:  python train.py dataset=lines"),
+])
+def test_bad_input_exits_with_a_clear_message_and_no_output(tmp_path, script, args, code, needle):
+    base = TINY_LINES if script == "train.py" and not any(a.startswith("dataset=") for a in args) else QUIET_TRAINER
+    proc = run_cli(script, _args(tmp_path, *(base if script == "train.py" else []), *args), cwd=tmp_path)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    outputs = tmp_path / "outputs"
+    leftovers = [p for p in outputs.rglob("*") if p.is_file() and "cache" not in p.parts] if outputs.exists() else []
+    assert leftovers == []
+
+
+def test_missing_mnist_files_say_where_to_put_them(tmp_path):
+    proc = run_cli("train.py", _args(tmp_path, "dataset=mnist", "model=cnn_basic", f"data.data_dir={tmp_path / 'x'}",
+                                     "data.download=false"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "data_dir" in proc.stderr and "CNNVIS_DATA_DIR" in proc.stderr
+    assert not list((tmp_path / "outputs").rglob("*.ckpt")) if (tmp_path / "outputs").exists() else True
+
+
+def test_help_lists_groups_and_examples(tmp_path):
+    for script, group in [("train.py", "model: cnn_basic, cnn_deep, multihead"),
+                          ("visualize.py", "job: activations, all, filters, gradcam")]:
+        proc = run_cli(script, ["--help"], cwd=tmp_path)
+        assert proc.returncode == 0 and group in proc.stdout and "Examples:" in proc.stdout
