@@ -48,14 +48,20 @@ def _check_fraction(name: str, value: float) -> None:
 
 
 def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (first, second): ``fraction`` of every class in ``first``, the rest in ``second``."""
+    """Indices (first, second): ``round(len * fraction)`` images in ``first``, shared among the
+    classes in proportion (largest remainders), each class with at least one image on both sides
+    when it has two or more."""
+    classes, counts = np.unique(labels, return_counts=True)
+    total = int(round(len(labels) * fraction))
+    exact = counts * fraction
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: max(total - quota.sum(), 0)]:
+        quota[i] += 1
+    quota = np.where(counts >= 2, np.clip(quota, 1, counts - 1), quota)
     first, second = [], []
-    for c in np.unique(labels):
+    for c, k in zip(classes, quota):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        k = int(round(len(idx) * fraction))
-        if len(idx) >= 2:  # both sides get at least one image of every class
-            k = min(max(k, 1), len(idx) - 1)
         first.append(idx[:k])
         second.append(idx[k:])
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
@@ -84,6 +90,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.train: Split | None = None
         self.val: Split | None = None
         self.test: Split | None = None
+        self.split_indices: dict[str, np.ndarray] = {}  # positions in the full dataset of each split
 
     @property
     def num_classes(self) -> int:
@@ -156,6 +163,7 @@ class LinesDataModule(InMemoryDataModule):
         fit_idx, val_idx = stratified_split(arrays.labels[train_idx], 1.0 - self.val_fraction, rng)
         full = Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels.astype(np.int64)),
                      torch.from_numpy(arrays.masks))
+        self.split_indices = {"train": train_idx[fit_idx], "val": train_idx[val_idx], "test": test_idx}
         return full.subset(train_idx[fit_idx]), full.subset(train_idx[val_idx]), full.subset(test_idx)
 
 
@@ -216,4 +224,5 @@ class IdxDataModule(InMemoryDataModule):
         val_fraction = min(self.val_size / len(train_idx), 0.5)
         fit_pos, val_pos = stratified_split(labels[train_idx], 1.0 - val_fraction, rng)
         full = Split(torch.from_numpy(images), torch.from_numpy(labels))
+        self.split_indices = {"train": train_idx[fit_pos], "val": train_idx[val_pos], "test": test_idx}
         return full.subset(train_idx[fit_pos]), full.subset(train_idx[val_pos]), full.subset(test_idx)

@@ -115,7 +115,9 @@ class FilterVisualizer:
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         self.value_range = (lo, hi)
         self._n_filters: int | None = None
-        self._cl = True
+        #: feed the forward a channels_last copy on the CPU (oneDNN convolutions and pooling are
+        #: faster in that layout); the batched call and one_at_a_time use the same setting
+        self.channels_last = True
 
     # -- plumbing ---------------------------------------------------------------------------
     def _param(self) -> tuple[torch.device, torch.dtype]:
@@ -211,23 +213,20 @@ class FilterVisualizer:
         device, dtype = self._param()
         lo, hi = self.value_range
         mid = (lo + hi) / 2.0
+        fmt = torch.channels_last if (self.channels_last and device.type == "cpu") else torch.contiguous_format
         filt = filt.to(device)
         x = start.to(device=device, dtype=dtype)
-        history = torch.empty((steps, len(filt)), dtype=torch.float32)
+        history = []
         with torch.no_grad():
-            start_scores = self._objective(self._to_layer(x), filt).float().cpu()
-        shift_list = shifts.tolist()
-        for s in range(steps):
+            start_scores = self._objective(self._to_layer(x.contiguous(memory_format=fmt)), filt)
+        for s, (dy, dx) in enumerate(shifts.tolist()):
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
-                dy, dx = shift_list[s]
                 inp = torch.roll(leaf, shifts=(dy, dx), dims=(2, 3)) if (dy or dx) else leaf
-                if self._cl:
-                    inp = inp.contiguous(memory_format=torch.channels_last)
-                obj = self._objective(self._to_layer(inp), filt)
+                obj = self._objective(self._to_layer(inp.contiguous(memory_format=fmt)), filt)
                 g, = torch.autograd.grad(obj.sum(), leaf)
             with torch.no_grad():
-                history[s] = obj.detach().float().cpu()
+                history.append(obj.detach())
                 rms = g.pow(2).flatten(1).mean(1).sqrt().view(-1, 1, 1, 1)
                 x = x + step_size * (g / (rms + _EPS))
                 if decay:
@@ -238,15 +237,17 @@ class FilterVisualizer:
             if bar is not None:
                 bar.update(1)
         with torch.no_grad():
-            scores = self._objective(self._to_layer(x), filt).float().cpu()
-        return x.detach().float().cpu(), scores, start_scores, history
+            scores = self._objective(self._to_layer(x.contiguous(memory_format=fmt)), filt)
+        hist = torch.stack(history) if history else torch.empty((0, len(filt)), device=device)
+        return (x.detach().float().cpu(), scores.float().cpu(), start_scores.float().cpu(), hist.float().cpu())
 
     def _run(self, filters, steps, step_size, seed, noise, jitter, decay, blur_every, blur_sigma, progress,
              batched: bool) -> FilterResult:
         if steps < 0 or step_size < 0 or noise < 0 or jitter < 0 or not 0 <= decay < 1 or blur_every < 0:
             raise ValueError("steps, step_size, noise, jitter, blur_every must be >= 0 and 0 <= decay < 1")
-        filt = self._filters(filters)
-        start, shifts = self._draws(len(filt), steps, seed, noise, jitter)
+        with torch.inference_mode(False):  # plain tensors even when called under inference_mode
+            filt = self._filters(filters)
+            start, shifts = self._draws(len(filt), steps, seed, noise, jitter)
         args = (steps, float(step_size), float(decay), int(blur_every), float(blur_sigma))
         modes = self._set_eval()
         handle = self._attach()
