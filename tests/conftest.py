@@ -25,8 +25,7 @@ TINY = {
                       "data.val_size=100", "data.batch_size=64", f"data.data_dir={SHARED_DATASETS / 'fashion-mnist'}"],
 }
 QUIET_TRAINER = ["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                 "callbacks.progress_bar=null"]
+                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def compose_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):

@@ -57,7 +57,9 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     rec = json.loads(records[0].read_text())
     assert rec["status"] == "complete" and rec["test_accuracy"] is not None
     metrics = json.loads((records[0].parent / "test_metrics.json").read_text())
-    assert metrics["test_images"] == 96 * 2  # per_class=6 -> 2 test images per class, all evaluated once
+    assert metrics["test_images"] == 230  # 40% of 96 x 6, split evenly over the 2 processes (115 each)
+    rows = (records[0].parent / "confusion" / "class.csv").read_text().strip().splitlines()[1:]
+    assert sum(int(v) for r in rows for v in r.split(",")[1:]) == 230  # gathered from both processes, once each
 
 
 @pytest.mark.parametrize("script,args,code,needle", [

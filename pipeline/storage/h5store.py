@@ -300,10 +300,13 @@ class H5RunWriter:
         _set_attrs(g, {"layer": layer, **(attrs or {})})
 
     def write_gradcam(self, head: str, layer: str, maps, maps_normalized, layer_maps, targets,
-                      probs, attrs: Mapping[str, Any] | None = None) -> None:
+                      probs, attrs: Mapping[str, Any] | None = None, method: str = "gradcam") -> None:
+        """Maps of Grad-CAM (under ``gradcam/``) or of another attribution method (under
+        ``attribution/<method>/``, same layout; ``layer`` is "input" for gradient methods)."""
         head = _check_name(head, "head")
         layer = _check_name(layer, "layer")
-        hg = _group(_group(self.file, "gradcam"), head)
+        root = self.file if method == "gradcam" else _group(self.file, "attribution")
+        hg = _group(_group(root, _check_name(method, "method")), head)
         if layer in hg:
             del hg[layer]
         g = _group(hg, layer)
@@ -414,9 +417,10 @@ class H5Run:
     def gradcam_layers(self, head: str) -> list[str]:
         return self._names(f"gradcam/{head}") if head in self.gradcam_heads() else []
 
-    def gradcam(self, head: str, layer: str) -> dict[str, Any]:
+    def gradcam(self, head: str, layer: str, method: str = "gradcam") -> dict[str, Any]:
         try:
-            g = self.file["gradcam"][head][layer]
+            root = self.file if method == "gradcam" else self.file["attribution"]
+            g = root[method][head][layer]
         except KeyError:
             raise KeyError(f"no Grad-CAM maps for head {head!r}, layer {layer!r}") from None
         out: dict[str, Any] = {k: v[()] for k, v in g.items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.config import check_model_fits_data, validate_train_config
@@ -49,8 +50,11 @@ def build(cfg: DictConfig):
     module = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names, dataset=datamodule.name)
     check_model_fits_data(cfg.model.name, module.head_classes, datamodule.name, datamodule.heads,
                           datamodule.num_classes)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false wins over the callback
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
+        cfg.trainer, callbacks=callbacks,
         logger=_instantiate_all(cfg.get("logger")) or False,
         default_root_dir=cfg.paths.output_dir)
     return datamodule, module, trainer

@@ -29,11 +29,11 @@ call ``model.eval()`` first (in train mode batch norm mixes the images of a chun
 is random).
 
 Speed (CPU): the part of the forward below the layer is fed a ``channels_last`` copy of the
-input (oneDNN convolutions are about twice as fast in that layout on the CPU); the layer's
-output is handed back to the rest of the model in the ordinary contiguous layout. Only in eval
-mode, on CPU by default (``channels_last=`` forces it on or off); if the model's code rejects
-the layout (e.g. a ``.view`` below the layer), the call falls back to the ordinary layout once
-and remembers it.
+input (oneDNN convolutions and pooling are markedly faster in that layout on the CPU); the
+layer's output is handed back to the rest of the model in the ordinary contiguous layout. Only
+in eval mode, by default only for float32 models on the CPU (``channels_last=True/False``
+forces it); if the model's code rejects the layout (e.g. a ``.view`` below the layer), the
+call falls back to the ordinary layout once and remembers it.
 
 Heads that were not asked for are not computed when the model's ``heads`` attribute is an
 ``nn.ModuleDict`` keyed like its ``head_classes`` (the project's ``MultiHead``): in eval mode a
@@ -241,7 +241,9 @@ class GradCAM:
         # fast paths (eval mode only): channels_last below the layer, unrequested heads skipped;
         # if the model's code rejects either, the first chunk is redone without them, once
         fast = not self.model.training and self._fast_ok
-        use_cl = self.channels_last if self.channels_last is not None else device.type == "cpu"
+        pdtype = next((p.dtype for p in self.model.parameters()), torch.float32)
+        use_cl = (self.channels_last if self.channels_last is not None
+                  else device.type == "cpu" and pdtype == torch.float32)
         use_cl = bool(use_cl) and fast
 
         parts: dict[str, list[dict]] = {}
@@ -270,7 +272,7 @@ class GradCAM:
                     parts.setdefault(h, []).append(r)
         results = {h: self._assemble(h, p) for h, p in parts.items()}
         if not dict_model:
-            return results["class"]
+            return next(iter(results.values()))
         return results
 
     def _skip_hooks(self, heads: Sequence[str]) -> list:
@@ -327,7 +329,11 @@ class GradCAM:
                 raise RuntimeError(f"layer {layer_name!r} was not executed by the forward pass")
             a = state.pop("a")
             dict_model = isinstance(out, Mapping)
-            outputs = dict(out) if dict_model else {"class": out}
+            if dict_model:
+                outputs = dict(out)
+            else:  # one output: named "class", or the single name in head_classes
+                known = ctx["heads"] or []
+                outputs = {known[0] if len(known) == 1 else "class": out}
             if ctx["by_head"] is None:  # model without head_classes: check against its outputs
                 valid = list(outputs)
                 hs = list(self.heads) if self.heads is not None else valid

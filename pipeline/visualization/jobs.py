@@ -224,63 +224,79 @@ class GradCAMJob:
                     where = f" of head {h}" if ctx.multihead else ""
                     raise CnnvisError(f"gradcam.target={target} is out of range{where}: valid classes are 0..{k - 1}")
         self.target = target
+        from pipeline.evaluation.job import method_params
+        from pipeline.visualization.methods import METHODS
+
+        self.methods = list(cfg.job.get("methods") or [self.cfg.get("method", "gradcam")])
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise CnnvisError(f"unknown attribution method {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+        self.params = method_params(cfg, self.methods)
 
     def run(self, sel: Selection, writer, run_dir: Path, fig_dir: Path, batch_size: int) -> Section:
-        from pipeline.rendering.figures import render_gradcam_figure, render_gradcam_sheet
-        from pipeline.visualization.gradcam import GradCAM
+        from pipeline.visualization.methods import make_method, needs_layer
 
         x = sel.images.to(self.ctx.device)
         subsections, rows, notes = [], [], []
         loc_rows = []
-        for layer in self.layers:
-            with GradCAM(self.ctx.net, layer, heads=self.heads if self.ctx.multihead else None,
-                         batch_size=batch_size) as cam:
-                out = cam(x, self.target)
-            results = out if isinstance(out, dict) else {"class": out}
-            for head, res in results.items():
-                names = head_class_names(head, self.ctx.head_classes[head], self.ctx.class_names)
-                attrs = {"notes": res.notes()} if res.notes() else None
-                writer.write_gradcam(head, layer, res.maps, res.maps_normalized, res.layer_maps, res.targets,
-                                     res.probs, attrs=attrs)
-                notes += [f"{layer}: {n}" for n in res.notes()]
-                titles, figs = [], []
-                d = fig_dir / "gradcam" / _safe(head) / _safe(layer)
-                d.mkdir(parents=True, exist_ok=True)
-                for i in tqdm(range(len(sel)), desc=f"gradcam figures ({head}, {layer})", unit="fig"):
-                    t = int(res.targets[i])
-                    title = f"{head}: {names[t]} (p={float(res.probs[i]):.2f})"
-                    titles.append(title)
-                    path = render_gradcam_figure(sel.images[i], res.maps_normalized[i], res.layer_maps[i],
-                                                 d / f"image{i:02d}.png", f"{title} - image {i} ({sel.sources[i]})",
-                                                 alpha=float(self.cfg.alpha), cmap=self.cfg.cmap)
-                    figs.append(Figure(path, f"image {i} ({sel.sources[i]}): {title}"))
-                sheet = render_gradcam_sheet(sel.images, res.maps_normalized, titles, d / "sheet.png",
-                                             alpha=float(self.cfg.alpha), cmap=self.cfg.cmap)
-                for i in range(len(sel)):
-                    label = int(sel.labels[i])
-                    rows.append([head, layer, i, sel.sources[i], names[int(res.targets[i])],
-                                 float(res.probs[i]), self._true_name(head, label, names)])
-                if sel.masks is not None:
-                    loc_rows.append([head, layer, *self._localization(res.maps, sel.masks)])
-                subsections.append(Section(f"Head {head}, layer {layer}" if self.ctx.multihead else f"Layer {layer}",
-                                           figures=[Figure(sheet, "all images"), *figs]))
-        tables = [Table("Explained class per image", ["head", "layer", "image", "source", "target (explained)",
-                                                      "probability", "true class"], rows)]
+        for method in self.methods:
+            for layer in (self.layers if needs_layer(method) else ["input"]):
+                with make_method(method, self.ctx.net, None if layer == "input" else layer,
+                                 heads=self.heads if self.ctx.multihead else None, batch_size=batch_size,
+                                 **self.params[method]) as cam:
+                    out = cam(x, self.target)
+                results = out if isinstance(out, dict) else {"class": out}
+                for head, res in results.items():
+                    self._render(method, head, layer, res, sel, writer, fig_dir, rows, notes, loc_rows, subsections)
+        tables = [Table("Explained class per image", ["method", "head", "layer", "image", "source",
+                                                      "target (explained)", "probability", "true class"], rows)]
         observations = list(notes)
         if loc_rows:
             tables.append(Table("Heatmap mass on the line (ground-truth mask)",
-                                ["head", "layer", "energy on the line", "line's share of the image",
+                                ["method", "head", "layer", "energy on the line", "line's share of the image",
                                  "ratio to chance", "pointing game (peak on the line, 1 px tolerance)"], loc_rows))
-            for head, layer, energy, share, ratio, hits in loc_rows:
-                observations.append(f"{head} at {layer}: {energy:.0%} of the heatmap mass lies on the line, which "
+            for method, head, layer, energy, share, ratio, hits in loc_rows:
+                observations.append(f"{method}, {head} at {layer}: {energy:.0%} of the heatmap mass lies on the line, which "
                                     f"covers {share:.1%} of the image ({ratio:.1f}x chance); the peak is on the line "
                                     f"in {hits:.0%} of the images.")
-        return Section("Class-activation heatmaps (Grad-CAM)",
+        title = "Class-activation heatmaps (Grad-CAM)" if self.methods == ["gradcam"] else \
+            f"Attribution maps ({', '.join(self.methods)})"
+        return Section(title,
                        paragraphs=["Grad-CAM at the chosen layer: channel weights are the spatial mean of the target "
                                    "score's gradient, the map is the ReLU of the weighted channel sum, upsampled "
                                    "bilinearly to the input and laid over it. Each figure: input, the raw map at the "
                                    "layer's resolution, the overlay. Stored under gradcam/<head>/<layer>."],
                        observations=observations, tables=tables, subsections=subsections)
+
+    def _render(self, method, head, layer, res, sel, writer, fig_dir, rows, notes, loc_rows, subsections) -> None:
+        from pipeline.rendering.figures import render_gradcam_figure, render_gradcam_sheet
+
+        names = head_class_names(head, self.ctx.head_classes[head], self.ctx.class_names)
+        attrs = {"notes": res.notes()} if res.notes() else None
+        writer.write_gradcam(head, layer, res.maps, res.maps_normalized, res.layer_maps, res.targets, res.probs,
+                             attrs=attrs, method=method)
+        notes += [f"{method} at {layer}: {n}" for n in res.notes()]
+        titles, figs = [], []
+        base = fig_dir / "gradcam" if method == "gradcam" else fig_dir / "attribution" / _safe(method)
+        d = base / _safe(head) / _safe(layer)
+        d.mkdir(parents=True, exist_ok=True)
+        for i in tqdm(range(len(sel)), desc=f"{method} figures ({head}, {layer})", unit="fig"):
+            t = int(res.targets[i])
+            title = f"{head}: {names[t]} (p={float(res.probs[i]):.2f})"
+            titles.append(title)
+            path = render_gradcam_figure(sel.images[i], res.maps_normalized[i], res.layer_maps[i],
+                                         d / f"image{i:02d}.png", f"{method} {title} - image {i} ({sel.sources[i]})",
+                                         alpha=float(self.cfg.alpha), cmap=self.cfg.cmap)
+            figs.append(Figure(path, f"image {i} ({sel.sources[i]}): {title}"))
+        sheet = render_gradcam_sheet(sel.images, res.maps_normalized, titles, d / "sheet.png",
+                                     alpha=float(self.cfg.alpha), cmap=self.cfg.cmap, title=f"{method} at {layer}")
+        for i in range(len(sel)):
+            rows.append([method, head, layer, i, sel.sources[i], names[int(res.targets[i])],
+                         float(res.probs[i]), self._true_name(head, int(sel.labels[i]), names)])
+        if sel.masks is not None:
+            loc_rows.append([method, head, layer, *self._localization(res.maps, sel.masks)])
+        where = (f"head {head}, " if self.ctx.multihead else "") + f"layer {layer}"
+        subsections.append(Section(f"{method}: {where}", figures=[Figure(sheet, f"{method}, all images"), *figs]))
 
     def _true_name(self, head: str, label: int, names: Sequence[str]) -> str:
         if label < 0:
@@ -302,4 +318,11 @@ class GradCAMJob:
         return [energy, share, energy / max(share, 1e-12), hits]
 
 
-JOBS = {"activations": ActivationsJob, "filters": FiltersJob, "gradcam": GradCAMJob}
+def _evaluate_job():
+    from pipeline.evaluation.job import EvaluateJob  # imports the methods registry; only when asked for
+
+    return EvaluateJob
+
+
+JOBS = {"activations": ActivationsJob, "filters": FiltersJob, "gradcam": GradCAMJob,
+        "evaluate": lambda ctx, cfg: _evaluate_job()(ctx, cfg)}

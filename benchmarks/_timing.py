@@ -1,0 +1,52 @@
+"""Interleaved timing shared by the benchmark scripts.
+
+Contenders run one after the other inside each repetition (the order alternates between
+repetitions), so machine-load drift hits every contender alike; the speed-up is reported as the
+ratio of medians plus the range of the per-repetition (paired) ratios.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Mapping
+
+
+def interleaved(contenders: Mapping[str, Callable[[], object]], reps: int = 7,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call, ``{name: [t_rep0, t_rep1, ...]}``, after ``warmup`` untimed rounds."""
+    items = list(contenders.items())
+    for _ in range(warmup):
+        for _, fn in items:
+            fn()
+    times: dict[str, list[float]] = {name: [] for name, _ in items}
+    for r in range(reps):
+        order = items if r % 2 == 0 else items[::-1]
+        for name, fn in order:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def describe(times: Mapping[str, list[float]], per_call: int | None = None, unit: str = "images") -> str:
+    lines = []
+    width = max(len(k) for k in times)
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        line = f"  {name:<{width}}  median {med * 1e3:9.1f} ms  (min {min(ts) * 1e3:.1f}, max {max(ts) * 1e3:.1f})"
+        if per_call:
+            line += f"  {per_call / med:10.1f} {unit}/s"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def speedup(times: Mapping[str, list[float]], baseline: str, contender: str, target: float | None = None) -> str:
+    """``baseline time / contender time``: median ratio and the range of the paired ratios."""
+    b, c = times[baseline], times[contender]
+    ratio = statistics.median(b) / statistics.median(c)
+    paired = [x / y for x, y in zip(b, c)]
+    msg = (f"  speed-up {contender} vs {baseline}: {ratio:.2f}x (median ratio; paired ratios "
+           f"{min(paired):.2f}x .. {max(paired):.2f}x, median {statistics.median(paired):.2f}x)")
+    if target is not None:
+        msg += f"  target >= {target:g}x: {'MET' if ratio >= target else 'MISSED'}"
+    return msg

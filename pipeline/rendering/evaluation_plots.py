@@ -1,0 +1,74 @@
+"""Figures of the evaluate job: scores per method, deletion/insertion curves, and the
+randomization cascade as an image grid."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pipeline.rendering.figures import normalize_each, to_display_rgb
+
+
+def _save(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, facecolor="white", bbox_inches="tight")
+    return path
+
+
+def plot_scores(rows: Sequence[Mapping], score: str, path: Path, title: str, chance: float | None = None) -> Path:
+    """One bar per (method, head): ``rows`` are the evaluation table's dicts."""
+    labels = [f"{r['method']}" + (f"\n{r['head']}" if r["head"] != "class" else "") for r in rows]
+    values = [float(r.get(score) if r.get(score) is not None else np.nan) for r in rows]
+    fig = Figure(figsize=(max(6, 0.55 * len(rows) + 2), 3.6))
+    ax = fig.subplots()
+    ax.bar(range(len(rows)), values, color="#3b6ea5")
+    if chance is not None:
+        ax.axhline(chance, color="#c0392b", linestyle="--", linewidth=1, label=f"chance {chance:.3f}")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_curves(curves: Mapping[str, np.ndarray], path: Path, title: str, ylabel: str = "target probability") -> Path:
+    """Mean curve per method ([N, steps+1] each) over the fraction of pixels changed."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, c in curves.items():
+        c = np.asarray(c)
+        xs = np.linspace(0, 1, c.shape[1])
+        ax.plot(xs, c.mean(0), label=name, linestyle="--" if "random" in name else "-")
+    ax.set_xlabel("fraction of pixels changed")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.ndarray]], step_names: Sequence[str],
+                 path: Path, title: str) -> Path:
+    """Rows: methods; columns: the input, then the map after each randomization step."""
+    rows = len(maps_by_method)
+    cols = len(step_names) + 1
+    fig = Figure(figsize=(1.3 * cols, 1.4 * rows + 0.6))
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    rgb = to_display_rgb(image)
+    for r, (method, maps) in enumerate(maps_by_method.items()):
+        axes[r, 0].imshow(rgb)
+        axes[r, 0].set_ylabel(method, fontsize=7)
+        shown = normalize_each(np.stack([np.asarray(m) for m in maps]))
+        for c, m in enumerate(shown, start=1):
+            axes[r, c].imshow(m, cmap="jet", vmin=0, vmax=1)
+            if r == 0:
+                axes[r, c].set_title(step_names[c - 1], fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title("input", fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

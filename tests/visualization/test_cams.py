@@ -1,0 +1,368 @@
+"""Grad-CAM++, Score-CAM, Layer-CAM, HiResCAM (pipeline.visualization.cams) and the registry.
+
+Each CAM is checked against a deliberately naive transcription of its paper's formula written
+here (per image, per channel, per location loops in float64 on a float64 copy of the model;
+no code shared with cams.py), to 1e-5 of the map's scale.
+"""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.multihead import MultiHead
+from pipeline.visualization.cams import (AttributionResult, GradCAMPlusPlus, HiResCAM, LayerCAM,
+                                         ScoreCAM)
+from pipeline.visualization.gradcam import CAMResult, GradCAM
+from pipeline.visualization.gradients import (GuidedGradCAM, IntegratedGradients, Saliency,
+                                              SmoothGrad)
+from pipeline.visualization.methods import METHODS, make_method, needs_layer
+
+GRAD_CAMS = {"gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "hirescam": HiResCAM}
+ALL_CAMS = {**GRAD_CAMS, "scorecam": ScoreCAM}
+N, S = 4, 12  # images, image side of the tiny model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is much faster than contended ones (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Tiny(nn.Module):
+    """conv1 -> relu1 -> conv2 -> relu2 -> pool -> linear; 12x12 images, k outputs."""
+
+    def __init__(self, k=5, in_ch=3, inplace=False):
+        super().__init__()
+        self.features = nn.Sequential(OrderedDict(
+            conv1=nn.Conv2d(in_ch, 4, 3, padding=1), relu1=nn.ReLU(inplace=inplace),
+            conv2=nn.Conv2d(4, 6, 3, padding=1), relu2=nn.ReLU(inplace=inplace), pool=nn.MaxPool2d(2)))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(6 * 6 * 6, k))
+        self.head_classes = {"class": 2 if k == 1 else k}
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def tiny(k=5, seed=0, inplace=False):
+    torch.manual_seed(seed)
+    return Tiny(k, inplace=inplace).eval()
+
+
+def imgs(n=N, side=S, ch=3, seed=1):
+    return torch.rand(n, ch, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def no_hooks(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+               and not m._backward_pre_hooks for m in model.modules())
+
+
+def close(ours, ref, tol=1e-5):
+    """|ours - ref| <= tol * max|ref| (plus a float32 floor) everywhere."""
+    ref = ref.to(torch.float32)
+    scale = float(ref.abs().max())
+    err = float((ours - ref).abs().max())
+    assert err <= tol * scale + 1e-7, f"max error {err:.3g} > {tol} x {scale:.3g}"
+
+
+# --- naive references ---------------------------------------------------------------------
+
+def split(ref_model, layer):
+    """(below, above): the float64 model cut after features.<layer>."""
+    names = [n for n, _ in ref_model.features.named_children()]
+    i = names.index(layer.split(".")[1]) + 1
+    below = ref_model.features[:i]
+
+    def above(a):
+        return ref_model.classifier(ref_model.features[i:](a))
+    return below, above
+
+
+def naive_score(logits_row, t):
+    """Target score of one image: logit, or +/-logit for a 1-unit head."""
+    if logits_row.numel() == 1:
+        return logits_row[0] if t == 1 else -logits_row[0]
+    return logits_row[t]
+
+
+def naive_prob(logits_row, t):
+    if logits_row.numel() == 1:
+        return float(torch.sigmoid(naive_score(logits_row, t)))
+    return float(torch.softmax(logits_row, 0)[t])
+
+
+def naive_gradient_cam(model, layer, x, targets, method):
+    ref = copy.deepcopy(model).double()
+    below, above = split(ref, layer)
+    out = []
+    for i in range(len(x)):
+        a = below(x[i:i + 1].double()).detach().requires_grad_(True)
+        score = naive_score(above(a)[0], int(targets[i]))
+        g, = torch.autograd.grad(score, a)
+        A, G = a[0].detach().tolist(), g[0].tolist()  # python floats, [C][h][w]
+        C, h, w = len(A), len(A[0]), len(A[0][0])
+        L = [[0.0] * w for _ in range(h)]
+        if method == "gradcam++":
+            wts = []
+            for k in range(C):
+                s_k = sum(A[k][p][q] for p in range(h) for q in range(w))
+                wk = 0.0
+                for p in range(h):
+                    for q in range(w):
+                        gg = G[k][p][q]
+                        if gg != 0:
+                            alpha = gg ** 2 / (2 * gg ** 2 + s_k * gg ** 3)
+                            wk += alpha * max(gg, 0.0)
+                wts.append(wk)
+            for p in range(h):
+                for q in range(w):
+                    L[p][q] = max(0.0, sum(wts[k] * A[k][p][q] for k in range(C)))
+        elif method == "layercam":
+            for p in range(h):
+                for q in range(w):
+                    L[p][q] = max(0.0, sum(max(G[k][p][q], 0.0) * A[k][p][q] for k in range(C)))
+        elif method == "hirescam":
+            for p in range(h):
+                for q in range(w):
+                    L[p][q] = max(0.0, sum(G[k][p][q] * A[k][p][q] for k in range(C)))
+        out.append(L)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def naive_score_cam(model, layer, x, targets, subtract_baseline=False):
+    ref = copy.deepcopy(model).double()
+    below, _ = split(ref, layer)
+    out = []
+    with torch.no_grad():
+        for i in range(len(x)):
+            xi = x[i:i + 1].double()
+            t = int(targets[i])
+            a = below(xi)
+            base = naive_prob(ref(torch.zeros_like(xi))[0], t)
+            cam = torch.zeros(a.shape[2:], dtype=torch.float64)
+            for k in range(a.shape[1]):
+                up = F.interpolate(a[:, k:k + 1], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+                if up.max() == up.min():
+                    continue
+                mask = (up - up.min()) / (up.max() - up.min())
+                wk = naive_prob(ref(xi * mask)[0], t) - (base if subtract_baseline else 0.0)
+                cam += wk * a[0, k]
+            out.append(cam.clamp_min(0))
+    return torch.stack(out)
+
+
+# --- equality with the papers' formulas ----------------------------------------------------
+
+@pytest.mark.parametrize("k", [5, 1])
+@pytest.mark.parametrize("layer", ["features.conv2", "features.pool"])
+@pytest.mark.parametrize("name", list(GRAD_CAMS))
+def test_gradient_cams_match_naive_formula(name, layer, k):
+    model = tiny(k)
+    x = imgs()
+    targets = torch.tensor([0, 3, 4, 1]) if k == 5 else torch.tensor([0, 1, 1, 0])
+    res = GRAD_CAMS[name](model, layer)(x, targets)
+    assert isinstance(res, CAMResult) and isinstance(res, AttributionResult)
+    assert res.method == name and res.binary == (k == 1)
+    assert torch.equal(res.targets, targets)
+    ref = naive_gradient_cam(model, layer, x, targets, name)
+    assert ref.abs().max() > 0
+    close(res.layer_maps, ref)
+    close(res.maps, F.interpolate(ref[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0])
+    assert res.maps.shape == (N, S, S) and res.layer_maps.shape == ref.shape
+    assert res.maps_normalized.min() >= 0 and res.maps_normalized.max() <= 1
+    assert res.attributions is None
+
+
+@pytest.mark.parametrize("k,subtract", [(5, False), (5, True), (1, False)])
+def test_score_cam_matches_naive_formula(k, subtract):
+    model = tiny(k)
+    x = imgs()
+    targets = torch.tensor([2, 0, 4, 1]) if k == 5 else torch.tensor([1, 0, 0, 1])
+    res = ScoreCAM(model, "features.pool", subtract_baseline=subtract, mask_batch_size=5)(x, targets)
+    ref = naive_score_cam(model, "features.pool", x, targets, subtract)
+    assert ref.abs().max() > 0
+    # p(masked) - p(baseline) cancels (an untrained model is near-uniform): float32 error
+    # grows to ~7e-6 of the map's scale there, so that case gets 5e-5
+    close(res.layer_maps, ref, 5e-5 if subtract else 1e-5)
+    assert res.weights.shape == (N, 6)
+
+
+def test_gradcampp_weights_and_hirescam_equals_gradcam_on_a_1x1_layer():
+    """HiResCAM = Grad-CAM (up to the 1/hw of the mean) when the layer is 1x1."""
+    torch.manual_seed(3)
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 5, 12), relu=nn.ReLU(), flat=nn.Flatten(),
+                                      fc=nn.Linear(5, 4))).eval()
+    x = imgs()
+    hi = HiResCAM(model, "conv")(x)
+    gc = GradCAM(model, "conv")(x)
+    close(hi.layer_maps, gc.layer_maps)
+    pp = GradCAMPlusPlus(model, "conv")(x)
+    assert pp.weights.shape == (N, 5) and torch.isfinite(pp.weights).all()
+
+
+# --- multi-head, targets, batching -------------------------------------------------------------
+
+class OneHead(nn.Module):
+    def __init__(self, model, head):
+        super().__init__()
+        self.m, self.head = model, head
+
+    def forward(self, x):
+        return self.m(x)[self.head]
+
+
+@pytest.fixture(scope="module")
+def multi():
+    torch.manual_seed(4)
+    m = MultiHead(channels=(6, 8, 8), head_hidden=(16,))
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.bias.uniform_(0.0, 0.3)
+    return m.eval()
+
+
+@pytest.mark.parametrize("name", list(ALL_CAMS))
+def test_multihead_per_head_equals_single_head_wrapper(multi, name):
+    x = imgs(3, 28)
+    layer = multi.features.conv2
+    targets = {"angle": torch.tensor([3, 0, 11]), "colour": 1}
+    res = ALL_CAMS[name](multi, layer)(x, targets)
+    assert set(res) == {"length", "width", "angle", "colour"}
+    assert torch.equal(res["colour"].targets, torch.ones(3, dtype=torch.long))
+    assert res["length"].binary and not res["angle"].binary
+    for head, r in res.items():
+        single = ALL_CAMS[name](OneHead(multi, head), layer)(x, targets.get(head))
+        assert single.head == "class" and r.head == head
+        assert torch.equal(single.targets, r.targets)
+        close(r.layer_maps, single.layer_maps, 1e-5)
+        close(r.maps, single.maps, 1e-5)
+        close(r.probs, single.probs, 1e-6)
+
+
+def test_heads_selection_and_unknown_head(multi):
+    res = LayerCAM(multi, "features.conv3", heads=["angle"])(imgs(2, 28))
+    assert list(res) == ["angle"]
+    with pytest.raises(ValueError, match="valid heads"):
+        HiResCAM(multi, "features.conv3", heads=["size"])
+    with pytest.raises(ValueError, match="out of range"):
+        ScoreCAM(multi, "features.conv3")(imgs(2, 28), {"angle": 12})
+
+
+@pytest.mark.parametrize("name", list(ALL_CAMS))
+def test_per_image_targets_and_batching(name):
+    model = tiny()
+    x = imgs(5)
+    targets = torch.tensor([4, 0, 2, 2, 1])
+    full = ALL_CAMS[name](model, "features.conv2")(x, targets)
+    chunked = ALL_CAMS[name](model, "features.conv2", batch_size=2)(x, targets.tolist())
+    close(chunked.maps, full.maps, 1e-6)
+    for i in range(len(x)):
+        one = ALL_CAMS[name](model, "features.conv2")(x[i], int(targets[i]))
+        close(one.maps[0], full.maps[i], 1e-5)
+    default = ALL_CAMS[name](model, "features.conv2")(x)
+    assert torch.equal(default.targets, model(x).argmax(1))
+    assert torch.allclose(default.probs, torch.softmax(model(x), 1).max(1).values, atol=1e-6)
+
+
+# --- zeros, hooks, modes, grads ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(ALL_CAMS))
+def test_all_zero_maps_are_zeros_with_a_note_not_nan(name):
+    model = tiny()
+    with torch.no_grad():
+        model.features.conv2.bias.fill_(-100.0)  # relu2 is zero everywhere
+    res = ALL_CAMS[name](model, "features.relu2")(imgs())
+    for t in (res.maps, res.maps_normalized, res.layer_maps):
+        assert torch.isfinite(t).all() and (t == 0).all()
+    assert res.all_zero.all()
+    notes = res.notes()
+    assert len(notes) == N and all("all zeros" in n for n in notes)
+
+
+@pytest.mark.parametrize("name", list(ALL_CAMS))
+def test_hooks_modes_grads_and_inference_mode(name):
+    model = tiny()
+    x = imgs()
+    ref = ALL_CAMS[name](model, "features.conv2")(x)
+    with ALL_CAMS[name](model, "features.conv2") as cam:
+        with torch.inference_mode():
+            res = cam(x)
+            assert torch.is_inference_mode_enabled()
+        assert no_hooks(model)
+    close(res.maps, ref.maps, 1e-6)
+    assert not model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        ALL_CAMS[name](model, "features.conv2")(x)
+        assert not torch.is_grad_enabled()
+    model.train()  # no batch norm / dropout in Tiny: train mode is left as it is
+    ALL_CAMS[name](model, "features.conv2")(x)
+    assert model.training and no_hooks(model)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_closed_method_refuses_and_hooks_removed_after_errors():
+    model = tiny()
+    with HiResCAM(model, "features.conv2") as cam:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        cam(imgs())
+
+    class Boom(Tiny):
+        def forward(self, x):
+            self.features(x)
+            raise RuntimeError("boom")
+    torch.manual_seed(0)
+    bad = Boom().eval()
+    for cls in ALL_CAMS.values():
+        with pytest.raises(RuntimeError, match="boom"):
+            cls(bad, "features.conv2")(imgs())
+        assert no_hooks(bad)
+    with pytest.raises(ValueError, match="needs a target layer"):
+        LayerCAM(model, None)
+
+
+@pytest.mark.parametrize("name", list(ALL_CAMS))
+def test_inplace_relu_gives_the_same_maps(name):
+    x = imgs()
+    plain = ALL_CAMS[name](tiny(), "features.conv2")(x)
+    inplace = ALL_CAMS[name](tiny(inplace=True), "features.conv2")(x)
+    close(inplace.maps, plain.maps, 1e-6)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+def test_registry():
+    assert list(METHODS) == ["gradcam", "gradcam++", "scorecam", "layercam", "hirescam", "saliency",
+                             "smoothgrad", "integrated_gradients", "guided_gradcam"]
+    assert METHODS["gradcam"] is GradCAM and METHODS["smoothgrad"] is SmoothGrad
+    assert [n for n in METHODS if needs_layer(n)] == ["gradcam", "gradcam++", "scorecam", "layercam",
+                                                      "hirescam", "guided_gradcam"]
+    model = tiny()
+    x = imgs(2)
+    m = make_method("GradCAM++", model, None, batch_size=8)
+    assert isinstance(m, GradCAMPlusPlus) and m.layer_name == "features.conv2" and m.batch_size == 8
+    assert isinstance(make_method("integrated_gradients", model, "features.conv2", n_steps=4),
+                      IntegratedGradients)
+    assert isinstance(make_method("guided_gradcam", model, "features.conv1"), GuidedGradCAM)
+    sal = make_method("saliency", model, "features.conv2")  # a pure gradient method ignores the layer
+    assert isinstance(sal, Saliency) and sal.layer is None
+    for name in METHODS:
+        params = {"smoothgrad": {"n_samples": 2}, "integrated_gradients": {"n_steps": 4}}.get(name, {})
+        res = make_method(name, model, "features.conv2", **params)(x)
+        assert isinstance(res, CAMResult) and res.maps.shape == (2, S, S)
+    with pytest.raises(ValueError, match="valid methods: gradcam, gradcam\\+\\+, scorecam"):
+        make_method("gradcam+++", model, None)
+    with pytest.raises(ValueError):
+        needs_layer("nope")

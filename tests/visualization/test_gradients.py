@@ -1,0 +1,408 @@
+"""Saliency, SmoothGrad, Integrated Gradients, Guided Grad-CAM (pipeline.visualization.gradients).
+
+Checked against Captum (test-only): Saliency(abs=True), IntegratedGradients (same n_steps,
+method and baseline), GuidedGradCam (same interpolation) to 1e-5 of the attribution's scale;
+SmoothGrad against NoiseTunnel(Saliency) fed the identical noise (one image), against a direct
+formula with the documented noise (several images), and statistically against Captum's own
+noise.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from captum.attr import GuidedGradCam as CaptumGuidedGradCam  # test-only dependency
+from captum.attr import IntegratedGradients as CaptumIG
+from captum.attr import NoiseTunnel
+from captum.attr import Saliency as CaptumSaliency
+from pipeline.models.cnn_deep import CNNDeep
+from pipeline.models.multihead import MultiHead
+from pipeline.visualization.cams import AttributionResult
+from pipeline.visualization.gradcam import GradCAM
+from pipeline.visualization.gradients import (GuidedBackprop, GuidedGradCAM, IntegratedGradients,
+                                              Saliency, SmoothGrad, quadrature)
+
+N = 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is much faster than contended ones (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def prepared(make, in_ch, seed):
+    """Seeded random init, non-trivial batch-norm statistics, eval mode."""
+    torch.manual_seed(seed)
+    model = make().train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(8, in_ch, 28, 28))
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def deep():
+    return prepared(lambda: CNNDeep(in_channels=1, channels=(6, 8, 8, 12), hidden=(24,)), 1, seed=1)
+
+
+@pytest.fixture(scope="module")
+def multi():
+    return prepared(lambda: MultiHead(channels=(6, 8, 8), head_hidden=(16,)), 3, seed=2)
+
+
+class Tiny(nn.Module):
+    def __init__(self, k=5, inplace=False):
+        super().__init__()
+        self.features = nn.Sequential(OrderedDict(
+            conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(inplace=inplace),
+            conv2=nn.Conv2d(4, 6, 3, padding=1), relu2=nn.ReLU(inplace=inplace), pool=nn.MaxPool2d(2)))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(6 * 6 * 6, k))
+        self.head_classes = {"class": k}
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def tiny(inplace=False, seed=0):
+    torch.manual_seed(seed)
+    return Tiny(inplace=inplace).eval()
+
+
+def imgs(n=N, ch=1, side=28, seed=1):
+    return torch.rand(n, ch, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def no_hooks(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+               and not m._backward_pre_hooks for m in model.modules())
+
+
+def close(ours, ref, tol=1e-5):
+    """|ours - ref| <= tol * max|ref| everywhere."""
+    ref = ref.detach().to(torch.float32)
+    scale = float(ref.abs().max())
+    err = float((ours - ref).abs().max())
+    assert err <= tol * scale, f"max error {err:.3g} > {tol} x {scale:.3g}"
+
+
+class CaptumHead(nn.Module):
+    """A Captum forward for one head; a 1-unit head becomes [-logit, +logit]."""
+
+    def __init__(self, model, head):
+        super().__init__()
+        self.m, self.head = model, head
+
+    def forward(self, inp):
+        out = self.m(inp)[self.head]
+        return torch.cat([-out, out], 1) if out.shape[1] == 1 else out
+
+
+class OneHead(nn.Module):
+    def __init__(self, model, head):
+        super().__init__()
+        self.m, self.head = model, head
+
+    def forward(self, x):
+        return self.m(x)[self.head]
+
+
+TARGETS = torch.tensor([0, 3, 9, 5])
+MH_TARGETS = {"length": torch.tensor([0, 1, 1, 0]), "angle": torch.tensor([11, 0, 4, 7])}
+
+
+# --- Captum equality ------------------------------------------------------------------------
+
+def test_saliency_matches_captum(deep, multi):
+    x = imgs()
+    res = Saliency(deep)(x, TARGETS)
+    assert isinstance(res, AttributionResult) and res.method == "saliency" and res.layer == "input"
+    ref = CaptumSaliency(deep).attribute(x.clone().requires_grad_(), target=TARGETS.tolist(), abs=True)
+    close(res.attributions, ref, 1e-6)
+    close(res.maps, ref.amax(1), 1e-6)
+    assert torch.equal(res.layer_maps, res.maps) and torch.equal(res.targets, TARGETS)
+    x3 = imgs(ch=3)
+    mres = Saliency(multi)(x3, MH_TARGETS)
+    for head, t in MH_TARGETS.items():
+        ref = CaptumSaliency(CaptumHead(multi, head)).attribute(x3.clone().requires_grad_(), target=t, abs=True)
+        close(mres[head].attributions, ref, 1e-6)
+        close(mres[head].maps, ref.amax(1), 1e-6)
+
+
+@pytest.mark.parametrize("method,n_steps,random_baseline", [("gausslegendre", 16, False),
+                                                            ("riemann_trapezoid", 9, True),
+                                                            ("riemann_middle", 5, False)])
+def test_integrated_gradients_match_captum(deep, method, n_steps, random_baseline):
+    x = imgs()
+    base = imgs(seed=7) * 0.3 if random_baseline else torch.zeros_like(x)
+    ig = IntegratedGradients(deep, None, n_steps=n_steps, method=method,
+                             baseline=base if random_baseline else 0.0, batch_size=7)
+    res = ig(x, TARGETS)
+    ref, delta = CaptumIG(deep).attribute(x, baselines=base, target=TARGETS, n_steps=n_steps, method=method,
+                                          return_convergence_delta=True)
+    close(res.attributions, ref, 1e-5)
+    close(res.maps, ref.sum(1).abs(), 1e-5)
+    assert torch.allclose(res.extras["delta"], delta.float(), atol=1e-5 * float(ref.abs().sum()))
+
+
+def test_integrated_gradients_multihead_binary_head_matches_captum(multi):
+    x = imgs(ch=3)
+    res = IntegratedGradients(multi, None, n_steps=8)(x, MH_TARGETS)
+    for head, t in MH_TARGETS.items():
+        ref = CaptumIG(CaptumHead(multi, head)).attribute(x, target=t, n_steps=8)
+        close(res[head].attributions, ref, 1e-5)
+
+
+def test_integrated_gradients_delta_is_the_completeness_error(deep):
+    x, t = imgs(2), torch.tensor([4, 6])
+    base = torch.full_like(x, 0.25)
+    res = IntegratedGradients(deep, None, n_steps=32, baseline=0.25)(x, t)
+    with torch.no_grad():
+        diff = deep(x).gather(1, t[:, None])[:, 0] - deep(base).gather(1, t[:, None])[:, 0]
+    expect = res.attributions.flatten(1).sum(1) - diff
+    assert torch.allclose(res.extras["delta"], expect, atol=1e-6)
+    assert torch.allclose(res.scores, deep(x).gather(1, t[:, None])[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("layer,mode", [("features.conv4", "bilinear"), ("features.conv2", "nearest"),
+                                        ("features.relu3", "bilinear")])
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
+def test_guided_gradcam_matches_captum(deep, layer, mode):
+    x = imgs()
+    res = GuidedGradCAM(deep, layer, interpolate_mode=mode)(x, TARGETS)
+    module = dict(deep.named_modules())[layer]
+    ref = CaptumGuidedGradCam(deep, module).attribute(x.clone().requires_grad_(), target=TARGETS,
+                                                      interpolate_mode=mode)
+    close(res.attributions, ref, 1e-5)
+    close(res.maps, ref.abs().amax(1), 1e-5)
+    gc = GradCAM(deep, layer)(x, TARGETS)
+    assert torch.equal(res.layer_maps, gc.layer_maps) and res.layer == layer
+    assert no_hooks(deep)
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
+def test_guided_gradcam_multihead_matches_captum(multi):
+    x = imgs(ch=3)
+    res = GuidedGradCAM(multi, "features.conv3")(x, MH_TARGETS)
+    for head, t in MH_TARGETS.items():
+        ref = CaptumGuidedGradCam(CaptumHead(multi, head), multi.features.conv3).attribute(
+            x.clone().requires_grad_(), target=t, interpolate_mode="bilinear")
+        close(res[head].attributions, ref, 1e-5)
+
+
+def test_smoothgrad_matches_captum_noise_tunnel_on_identical_noise(deep):
+    x = imgs(1)
+    sg = SmoothGrad(deep, None, n_samples=12, stdev_spread=0.2, seed=5, batch_size=5)
+    res = sg(x, 3)
+    sigma = float(0.2 * (x.max() - x.min()))
+    torch.manual_seed(5)  # Captum draws torch.normal(0, sigma) from the global generator
+    ref = NoiseTunnel(CaptumSaliency(deep)).attribute(x.clone().requires_grad_(), nt_type="smoothgrad",
+                                                      nt_samples=12, stdevs=sigma, target=3, abs=True)
+    close(res.attributions, ref, 1e-5)
+    close(res.maps, ref.amax(1), 1e-5)
+
+
+def test_smoothgrad_direct_formula_batching_and_statistics(deep):
+    x = imgs(3)
+    x = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True) - x.amin((1, 2, 3), keepdim=True))
+    x[1] *= 0.5  # a different range: a different sigma
+    t = torch.tensor([2, 7, 1])
+    n, spread, seed = 6, 0.15, 11
+    res = SmoothGrad(deep, None, n_samples=n, stdev_spread=spread, seed=seed)(x, t)
+    # direct formula with the documented noise: randn([n, C, H, W]) * sigma_i, image by image
+    gen = torch.Generator().manual_seed(seed)
+    expect = []
+    for i in range(len(x)):
+        noise = torch.randn((n,) + tuple(x.shape[1:]), generator=gen) * (spread * (x[i].max() - x[i].min()))
+        acc = torch.zeros_like(x[i])
+        for s in range(n):
+            xi = (x[i] + noise[s]).unsqueeze(0).requires_grad_(True)
+            g, = torch.autograd.grad(deep(xi)[0, t[i]], xi)
+            acc += g[0].abs()
+        expect.append(acc / n)
+    expect = torch.stack(expect)
+    close(res.attributions, expect, 1e-5)
+    # the same for any batch_size (copies of one image split across forwards)
+    res2 = SmoothGrad(deep, None, n_samples=n, stdev_spread=spread, seed=seed, batch_size=4)(x, t)
+    close(res2.attributions, res.attributions, 1e-6)
+    # no noise: plain saliency
+    close(SmoothGrad(deep, None, n_samples=2, stdev_spread=0.0)(x, t).attributions,
+          Saliency(deep)(x, t).attributions, 1e-6)
+    # statistically equal to Captum's own noise (images 0 and 2 have range exactly 1)
+    xs, ts = x[[0, 2]], t[[0, 2]]
+    ours = SmoothGrad(deep, None, n_samples=48, stdev_spread=spread, seed=1)(xs, ts).maps
+    torch.manual_seed(123)
+    theirs = NoiseTunnel(CaptumSaliency(deep)).attribute(
+        xs.clone().requires_grad_(), nt_type="smoothgrad", nt_samples=48, stdevs=spread, target=ts,
+        abs=True).amax(1)
+    for a, b in zip(ours, theirs):
+        corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+        assert corr > 0.85, float(corr)  # about 0.92 for two independent draws of 48
+        assert abs(float(a.mean() / b.mean()) - 1) < 0.05
+
+
+# --- multi-head, targets, batching -------------------------------------------------------------
+
+METHODS = {
+    "saliency": lambda m, **kw: Saliency(m, None, **kw),
+    "smoothgrad": lambda m, **kw: SmoothGrad(m, None, n_samples=3, **kw),
+    "integrated_gradients": lambda m, **kw: IntegratedGradients(m, None, n_steps=4, **kw),
+    "guided_backprop": lambda m, **kw: GuidedBackprop(m, None, **kw),
+    "guided_gradcam": lambda m, **kw: GuidedGradCAM(m, "features.conv1", **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_multihead_per_head_equals_single_head_wrapper(multi, name):
+    x = imgs(3, ch=3)
+    targets = {"angle": torch.tensor([3, 0, 11]), "colour": 1}
+    res = METHODS[name](multi)(x, targets)
+    assert set(res) == {"length", "width", "angle", "colour"}
+    assert torch.equal(res["colour"].targets, torch.ones(3, dtype=torch.long))
+    for head, r in res.items():
+        wrapper = OneHead(multi, head)
+        if name == "guided_gradcam":
+            single = GuidedGradCAM(wrapper, multi.features.conv1)(x, targets.get(head))
+        else:
+            single = METHODS[name](wrapper)(x, targets.get(head))
+        assert single.head == "class" and r.head == head and r.binary == (head != "angle")
+        assert torch.equal(single.targets, r.targets)
+        close(r.attributions, single.attributions, 1e-5)
+        close(r.maps, single.maps, 1e-5)
+        close(r.probs, single.probs, 1e-6)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_per_image_targets_batching_and_default_targets(name):
+    model = tiny()
+    x = imgs(5, ch=3, side=12)
+    targets = torch.tensor([4, 0, 2, 2, 1])
+    full = METHODS[name](model)(x, targets)
+    chunked = METHODS[name](model, batch_size=2)(x, targets.tolist())
+    close(chunked.attributions, full.attributions, 1e-6)
+    assert full.attributions.abs().amax((1, 2, 3)).min() > 0
+    for i in range(len(x)):
+        if name == "smoothgrad":  # the noise of image i is the i-th draw: compared by formula above
+            break
+        one = METHODS[name](model)(x[i], int(targets[i]))
+        close(one.attributions[0], full.attributions[i], 1e-5)
+    default = METHODS[name](model)(x)
+    logits = model(x)
+    assert torch.equal(default.targets, logits.argmax(1))
+    assert torch.allclose(default.scores, logits.max(1).values, atol=1e-6)
+    assert torch.allclose(default.probs, torch.softmax(logits, 1).max(1).values, atol=1e-6)
+
+
+# --- zeros, hooks, modes, grads ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_all_zero_maps_are_zeros_with_a_note_not_nan(name):
+    model = tiny()
+    with torch.no_grad():
+        model.features.conv1.bias.fill_(-100.0)  # relu1 dead: no gradient reaches the input
+    res = METHODS[name](model)(imgs(ch=3, side=12))
+    zero = [res.maps, res.maps_normalized, res.attributions]
+    if name != "guided_gradcam":  # there layer_maps is Grad-CAM's map (not zero: conv2's bias)
+        zero.append(res.layer_maps)
+    for t in zero:
+        assert torch.isfinite(t).all() and (t == 0).all()
+    assert res.all_zero.all()
+    notes = res.notes()
+    assert len(notes) == N and all("all zeros" in n for n in notes)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_hooks_modes_grads_and_inference_mode(name):
+    model = tiny()
+    x = imgs(ch=3, side=12)
+    ref = METHODS[name](model)(x)
+    with METHODS[name](model) as method:
+        with torch.inference_mode():
+            res = method(x)
+            assert torch.is_inference_mode_enabled()
+        assert no_hooks(model)  # the guided-backprop ReLU hooks too
+    close(res.attributions, ref.attributions, 1e-6)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    with torch.no_grad():
+        METHODS[name](model)(x)
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()
+    model.train()  # Tiny has no batch norm / dropout: train mode is left as it is
+    METHODS[name](model)(x)
+    assert model.training and no_hooks(model)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_hooks_removed_after_an_error_and_argument_checks():
+    class Boom(Tiny):
+        def forward(self, x):
+            self.features(x)
+            raise RuntimeError("boom")
+    torch.manual_seed(0)
+    bad = Boom().eval()
+    for make in METHODS.values():
+        with pytest.raises(RuntimeError, match="boom"):
+            make(bad)(imgs(2, ch=3, side=12))
+        assert no_hooks(bad)
+    model = tiny()
+    with pytest.raises(ValueError, match="target_layer must be None"):
+        Saliency(model, "features.conv1")
+    with pytest.raises(ValueError, match="needs a target layer"):
+        GuidedGradCAM(model, None)
+    with pytest.raises(ValueError, match="gausslegendre"):
+        IntegratedGradients(model, None, method="simpson")
+    with pytest.raises(ValueError, match="n_steps"):
+        IntegratedGradients(model, None, n_steps=1, method="riemann_left")
+    with pytest.raises(ValueError, match="baseline"):
+        IntegratedGradients(model, None, baseline=torch.zeros(2, 3, 5, 5))(imgs(2, ch=3, side=12))
+    with pytest.raises(ValueError, match="n_samples"):
+        SmoothGrad(model, None, n_samples=0)
+
+
+def test_quadrature_matches_captum():
+    from captum.attr._utils.approximation_methods import approximation_parameters
+    for method in ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"):
+        steps, alphas = quadrature(method, 7)
+        s_ref, a_ref = approximation_parameters(method)
+        assert np.allclose(steps, s_ref(7), rtol=0, atol=1e-12)
+        assert np.allclose(alphas, a_ref(7), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["guided_backprop", "guided_gradcam", "saliency"])
+def test_inplace_relu_gives_the_same_attributions(name):
+    x = imgs(ch=3, side=12)
+    plain = METHODS[name](tiny())(x)
+    inplace = METHODS[name](tiny(inplace=True))(x)
+    close(inplace.attributions, plain.attributions, 1e-6)
+
+
+def test_guided_backprop_only_positive_gradients_pass_relus():
+    """Guided backprop = the gradient where every ReLU's backward is relu(grad_in) (by hand)."""
+    model = tiny()
+    x = imgs(2, ch=3, side=12)
+    res = GuidedBackprop(model)(x, [1, 3])
+    f = model.features
+    xi = x.clone().requires_grad_(True)
+    z1 = f.conv1(xi)
+    r1 = z1.clamp_min(0)
+    z2 = f.conv2(r1)
+    r2 = z2.clamp_min(0)
+    logits = model.classifier(f.pool(r2))
+    score = logits[0, 1] + logits[1, 3]
+    g_r2, = torch.autograd.grad(score, r2, retain_graph=True)
+    g_z2 = (g_r2 * (z2 > 0)).clamp_min(0)
+    g_r1, = torch.autograd.grad(z2, r1, g_z2, retain_graph=True)
+    g_z1 = (g_r1 * (z1 > 0)).clamp_min(0)
+    g_x, = torch.autograd.grad(z1, xi, g_z1)
+    close(res.attributions, g_x, 1e-6)
