@@ -93,6 +93,6 @@ def test_missing_mnist_files_say_where_to_put_them(tmp_path):
 
 def test_help_lists_groups_and_examples(tmp_path):
     for script, group in [("train.py", "model: cnn_basic, cnn_deep, multihead"),
-                          ("visualize.py", "job: activations, all, filters, gradcam")]:
+                          ("visualize.py", "job: activations, all, attribution, evaluate, filters, gradcam")]:
         proc = run_cli(script, ["--help"], cwd=tmp_path)
         assert proc.returncode == 0 and group in proc.stdout and "Examples:" in proc.stdout

@@ -63,6 +63,8 @@ def load_image_file(path: str | Path, channels: int, size: int) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise ImageInputError(f"image={path}: no such file (give a PNG/JPEG path, or test-set indices like image=[3,17])")
+    if path.stat().st_size == 0:
+        raise ImageInputError(f"image={path}: the file is empty (zero size); give a PNG or JPEG image")
     try:
         with Image.open(path) as im:
             im.load()

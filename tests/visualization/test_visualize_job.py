@@ -133,7 +133,17 @@ def test_bad_image_files(trained, tmp_path):
     Image.new("RGBA", (28, 28)).save(rgba)
     text = tmp_path / "text.png"
     text.write_text("not an image")
-    for path, needle in [(rgba, "4 channels"), (text, "cannot read it as an image")]:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    # a PNG whose header says 0 x 0 pixels (Pillow cannot even write one)
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", 0, 0, 8, 0, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    zero = tmp_path / "zero.png"
+    zero.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    for path, needle in [(rgba, "4 channels"), (text, "cannot read it as an image"), (empty, "zero size"),
+                         (zero, "zero size|cannot read it as an image")]:
         cfg = vis_cfg(root, "lines", ["job=activations", f"image={path}"])
         with pytest.raises(CnnvisError, match=needle):
             run_visualize(cfg)
