@@ -3,12 +3,48 @@
 Contenders run one after the other inside each repetition (the order alternates between
 repetitions), so machine-load drift hits every contender alike; the speed-up is reported as the
 ratio of medians plus the range of the per-repetition (paired) ratios.
+
+Also the set-up the model benchmarks share: the repository root on ``sys.path`` (importing this
+module puts it there, so ``pipeline`` imports work when a script is run by path),
+:func:`make_model` and the common command-line options (:func:`add_timing_args`).
 """
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
+import sys
 import time
 from typing import Callable, Mapping
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def make_model(seed: int):
+    """A ``MultiHead`` with random weights (``torch.manual_seed(seed)``) and batch-norm
+    statistics from three random batches, returned in eval mode."""
+    import torch
+
+    from pipeline.models.multihead import MultiHead
+
+    torch.manual_seed(seed)
+    m = MultiHead()
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(64, 3, 28, 28))
+    return m.eval()
+
+
+def add_timing_args(ap: argparse.ArgumentParser, warmup: int) -> None:
+    """Add ``--reps`` (default 7), ``--warmup`` (default ``warmup``) and ``--threads`` (default 1)."""
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads; default 1: steady on a shared CPU (with 2 threads on a busy "
+                         "2-core machine, OpenMP waits swamp small ops); 0 keeps torch's default")
 
 
 def interleaved(contenders: Mapping[str, Callable[[], object]], reps: int = 7,

@@ -25,32 +25,16 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _timing import describe, interleaved, speedup  # noqa: E402
-from pipeline.models.multihead import MultiHead  # noqa: E402
+from _timing import add_timing_args, describe, interleaved, make_model, speedup  # noqa: E402
 from pipeline.visualization.gradcam import GradCAM  # noqa: E402
-
-
-def make_model(seed: int) -> MultiHead:
-    torch.manual_seed(seed)
-    m = MultiHead()
-    m.train()
-    with torch.no_grad():
-        for _ in range(3):
-            m(torch.rand(64, 3, 28, 28))
-    return m.eval()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch.set_num_threads; default 1: steady on a shared CPU (with 2 threads on a busy "
-                         "2-core machine, OpenMP waits swamp small ops); 0 keeps torch's default")
+    add_timing_args(ap, warmup=2)
     ap.add_argument("--layer", default="features.conv3")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

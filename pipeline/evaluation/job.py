@@ -37,7 +37,7 @@ from pipeline.evaluation.sanity import parameter_layers, randomization_cascade
 from pipeline.report.html import Figure, Section, Table
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
-from pipeline.visualization.layers import last_conv_name, resolve_layers
+from pipeline.visualization.layers import last_conv_name
 from pipeline.visualization.methods import METHODS, make_method, needs_layer
 
 COLUMNS = ["method", "head", "layer", "pointing_game", "energy_in_mask", "mask_share", "topk_iou",
@@ -68,9 +68,12 @@ class EvaluateJob:
         if unknown or not methods:
             raise CnnvisError(f"evaluate.methods: unknown {', '.join(unknown) or '(empty)'}; valid: {', '.join(METHODS)}")
         self.methods = methods
-        layer = cfg.get("layer")
-        self.layer = last_conv_name(ctx.net) if layer is None else (layer if isinstance(layer, str) else list(layer)[0])
-        resolve_layers(ctx.net, [self.layer])
+        from pipeline.visualization.jobs import requested_layers
+
+        requested = requested_layers(ctx, cfg)
+        if requested and len(requested) > 1:
+            raise CnnvisError(f"job=evaluate scores one layer at a time; got layer={requested}")
+        self.layer = requested[0] if requested else last_conv_name(ctx.net)
         heads = list(ctx.head_classes)
         head = self.cfg.get("head")
         if head is not None:

@@ -190,7 +190,9 @@ class LitClassifier(pl.LightningModule):
         sched_cfg = dict(sched_cfg)
         interval = sched_cfg.pop("interval", "epoch")
         if sched_cfg.get("_target_", "").endswith("CosineAnnealingLR") and sched_cfg.get("T_max") is None:
-            sched_cfg["T_max"] = max(int(self.trainer.max_epochs or 1), 1)
+            # null = the whole run: in epochs, or in optimizer steps with interval=step
+            total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+            sched_cfg["T_max"] = max(int(total or 1), 1)
         if sched_cfg.get("_target_", "").endswith("OneCycleLR") and sched_cfg.get("total_steps") is None:
             sched_cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
             interval = "step"

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.visualization.gradcam import CAMResult, GradCAM, normalize_maps
+from pipeline.visualization.gradcam import CAMResult, GradCAM, _parse_heads_and_batch, normalize_maps
 from pipeline.visualization.layers import resolve_layer
 
 __all__ = ["AttributionResult", "AttributionMethod", "GradientCAM", "GradCAMPlusPlus", "ScoreCAM",
@@ -142,6 +142,7 @@ class AttributionMethod:
     _as_targets = staticmethod(GradCAM._as_targets)
     _targets_by_head = GradCAM._targets_by_head
     _n_classes = GradCAM._n_classes
+    _heads_from_outputs = GradCAM._heads_from_outputs
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None,
                  heads: Sequence[str] | None = None, batch_size: int = 256):
@@ -158,18 +159,8 @@ class AttributionMethod:
                 raise ValueError(f"{name} attributes to the input pixels; target_layer must be None, "
                                  f"got {target_layer!r}")
             self.layer_name, self.layer = "input", None
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        hc = getattr(model, "head_classes", None)
-        self.head_classes: dict[str, int] | None = dict(hc) if isinstance(hc, Mapping) and hc else None
-        if heads is not None:
-            heads = [heads] if isinstance(heads, str) else list(heads)
-            if not heads:
-                raise ValueError("heads is empty")
-            if self.head_classes is not None:
-                self._check_heads(heads, list(self.head_classes))
-        self.heads = heads
+        self.batch_size, self.head_classes, self.heads = _parse_heads_and_batch(
+            model, heads, batch_size, self._check_heads)
         self._closed = False
 
     # -- context manager ------------------------------------------------------------------
@@ -252,15 +243,7 @@ class AttributionMethod:
         ctx["dict_model"] = dict_model
         outputs = dict(out) if dict_model else {"class": out}
         if ctx["by_head"] is None:  # model without head_classes: check against its outputs
-            valid = list(outputs)
-            hs = list(self.heads) if self.heads is not None else valid
-            self._check_heads(hs, valid)
-            ncls = {}
-            for h in hs:
-                k = outputs[h].shape[1] if outputs[h].dim() > 1 else 1
-                ncls[h] = 2 if k == 1 else int(k)
-            ctx["heads"] = hs
-            ctx["by_head"] = self._targets_by_head(ctx["targets"], hs, ctx["n"], ncls)
+            self._heads_from_outputs(outputs, ctx)
         missing = [h for h in ctx["heads"] if h not in outputs]
         if missing:
             raise ValueError(f"head(s) {missing} not in the model's outputs {list(outputs)}")

@@ -43,7 +43,7 @@ turns this off; the same once-only fallback applies).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +120,30 @@ class CAMResult:
         return out
 
 
+def _parse_heads_and_batch(model: nn.Module, heads: Sequence[str] | str | None, batch_size: int,
+                           check: Callable[[Sequence[str], Sequence[str]], None]
+                           ) -> tuple[int, dict[str, int] | None, list[str] | None]:
+    """Validate the constructor's ``batch_size`` and ``heads`` (shared by GradCAM and the
+    attribution methods of :mod:`pipeline.visualization.cams`).
+
+    Returns ``(batch_size, head_classes, heads)``: ``head_classes`` is the model's
+    ``{head: n_classes}`` (``None`` when it has none); ``heads`` is a list (one name becomes a
+    one-item list) checked with ``check(heads, valid_heads)`` when the model names its heads,
+    or ``None`` for all heads.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    hc = getattr(model, "head_classes", None)
+    head_classes: dict[str, int] | None = dict(hc) if isinstance(hc, Mapping) and hc else None
+    if heads is not None:
+        heads = [heads] if isinstance(heads, str) else list(heads)
+        if not heads:
+            raise ValueError("heads is empty")
+        if head_classes is not None:
+            check(heads, list(head_classes))
+    return int(batch_size), head_classes, heads
+
+
 class GradCAM:
     """Grad-CAM at one layer.
 
@@ -140,18 +164,8 @@ class GradCAM:
         self.layer_name, self.layer = resolve_layer(model, target_layer)
         if self.layer is model:
             raise ValueError("the target layer must be a sub-module, not the model itself")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        hc = getattr(model, "head_classes", None)
-        self.head_classes: dict[str, int] | None = dict(hc) if isinstance(hc, Mapping) and hc else None
-        if heads is not None:
-            heads = [heads] if isinstance(heads, str) else list(heads)
-            if not heads:
-                raise ValueError("heads is empty")
-            if self.head_classes is not None:
-                self._check_heads(heads, list(self.head_classes))
-        self.heads = heads
+        self.batch_size, self.head_classes, self.heads = _parse_heads_and_batch(
+            model, heads, batch_size, self._check_heads)
         self.channels_last = channels_last
         self.skip_unused_heads = skip_unused_heads
         self._fast_ok = True
@@ -215,6 +229,20 @@ class GradCAM:
         if self.head_classes is not None and head in self.head_classes:
             return int(self.head_classes[head])
         return None
+
+    def _heads_from_outputs(self, outputs: Mapping[str, torch.Tensor], ctx: dict) -> None:
+        """For a model without ``head_classes``: check the requested heads against the first
+        forward's ``outputs`` and set ``ctx["heads"]`` and ``ctx["by_head"]`` (the class count of
+        a head is its logits' width, a 1-unit head counting as 2 classes)."""
+        valid = list(outputs)
+        hs = list(self.heads) if self.heads is not None else valid
+        self._check_heads(hs, valid)
+        ncls = {}
+        for h in hs:
+            k = outputs[h].shape[1] if outputs[h].dim() > 1 else 1
+            ncls[h] = 2 if k == 1 else int(k)
+        ctx["heads"] = hs
+        ctx["by_head"] = self._targets_by_head(ctx["targets"], hs, ctx["n"], ncls)
 
     # -- the call ---------------------------------------------------------------------------
     def __call__(self, x, targets=None):
@@ -335,15 +363,7 @@ class GradCAM:
                 known = ctx["heads"] or []
                 outputs = {known[0] if len(known) == 1 else "class": out}
             if ctx["by_head"] is None:  # model without head_classes: check against its outputs
-                valid = list(outputs)
-                hs = list(self.heads) if self.heads is not None else valid
-                self._check_heads(hs, valid)
-                ncls = {}
-                for h in hs:
-                    k = outputs[h].shape[1] if outputs[h].dim() > 1 else 1
-                    ncls[h] = 2 if k == 1 else int(k)
-                ctx["heads"] = hs
-                ctx["by_head"] = self._targets_by_head(ctx["targets"], hs, ctx["n"], ncls)
+                self._heads_from_outputs(outputs, ctx)
             hs = ctx["heads"]
             missing = [h for h in hs if h not in outputs]
             if missing:

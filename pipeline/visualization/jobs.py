@@ -20,20 +20,19 @@ from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import conv_layer_names, last_conv_name, resolve_layers
 
 
-def _layer_list(spec) -> list[str] | None:
+def requested_layers(ctx: VisContext, cfg: DictConfig) -> list[str] | None:
+    """The run's ``layer=`` as a list of names, checked against the model (an unknown name
+    raises UnknownLayerError listing the valid ones); None when the user chose no layer."""
+    spec = cfg.get("layer")
     if spec is None:
         return None
-    if isinstance(spec, str):
-        return [spec]
-    return [str(s) for s in OmegaConf.to_container(spec) if s is not None] if not isinstance(spec, list) else list(spec)
+    names = [spec] if isinstance(spec, str) else [str(s) for s in OmegaConf.to_container(spec) if s is not None]
+    resolve_layers(ctx.net, names)
+    return names or None
 
 
 def _safe(name: str) -> str:
     return name.replace("/", "_")
-
-
-def _rel(path: Path, base: Path) -> str:
-    return str(Path(path).relative_to(base))
 
 
 class ActivationsJob:
@@ -41,9 +40,8 @@ class ActivationsJob:
 
     def __init__(self, ctx: VisContext, cfg: DictConfig):
         self.ctx, self.cfg = ctx, cfg.activations
-        requested = _layer_list(cfg.get("layer"))
+        requested = requested_layers(ctx, cfg)
         if requested:
-            resolve_layers(ctx.net, requested)
             self.layers = requested
         else:
             types = set(self.cfg.layer_types)
@@ -113,10 +111,9 @@ class FiltersJob:
 
     def __init__(self, ctx: VisContext, cfg: DictConfig):
         self.ctx, self.cfg, self.seed = ctx, cfg.filters, int(cfg.get("seed", 0))
-        requested = _layer_list(cfg.get("layer"))
+        requested = requested_layers(ctx, cfg)
         convs = conv_layer_names(ctx.net)
         if requested:
-            resolve_layers(ctx.net, requested)
             bad = [n for n in requested if n not in convs]
             if bad:
                 raise CnnvisError(f"filters: {', '.join(bad)} is not a convolution layer; filter patterns are "
@@ -201,12 +198,7 @@ class GradCAMJob:
 
     def __init__(self, ctx: VisContext, cfg: DictConfig):
         self.ctx, self.cfg = ctx, cfg.gradcam
-        requested = _layer_list(cfg.get("layer"))
-        if requested:
-            resolve_layers(ctx.net, requested)
-            self.layers = requested
-        else:
-            self.layers = [last_conv_name(ctx.net)]
+        self.layers = requested_layers(ctx, cfg) or [last_conv_name(ctx.net)]
         heads = list(ctx.head_classes)
         head = self.cfg.get("head")
         if head is not None:

@@ -166,3 +166,43 @@ def test_no_checkpoint_yet_names_the_train_command(tmp_path):
     cfg = compose_cfg(tmp_path, [*TINY["fashion_mnist"], "job=gradcam"], config_name="visualize")
     with pytest.raises(NoCheckpointError, match="python train.py dataset=fashion_mnist"):
         run_visualize(cfg)
+
+
+def test_attribution_job_runs_every_method(trained):
+    root, _ = trained
+    cfg = vis_cfg(root, "mnist", ["job=attribution", "image=[0,1]", "method_params.smoothgrad.n_samples=4",
+                                  "method_params.integrated_gradients.n_steps=4"])
+    run_visualize(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    from pipeline.visualization.methods import METHODS
+
+    with h5py.File(run_dir / "visualization.h5") as f:
+        stored = {"gradcam"} | set(f["attribution"].keys())
+        assert stored == set(METHODS)
+        assert f["attribution/saliency/class/input/maps"].shape == (2, 28, 28)
+        assert f["attribution/scorecam/class/features.conv1/maps"].shape == (2, 28, 28)
+    assert (run_dir / "figures" / "attribution" / "integrated_gradients" / "class" / "input" / "sheet.png").is_file()
+
+
+@pytest.mark.parametrize("dataset", ["lines", "mnist"])
+def test_evaluate_job_scores_methods(trained, dataset):
+    root, _ = trained
+    cfg = vis_cfg(root, dataset, ["job=evaluate", "evaluate.methods=[gradcam,saliency]", "evaluate.num_images=24",
+                                  "evaluate.faithfulness_images=6", "evaluate.sanity_images=3", "evaluate.deletion_steps=4"])
+    run_visualize(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    rows = json.loads((run_dir / "evaluation.json").read_text())
+    heads = ["length", "width", "angle", "colour"] if dataset == "lines" else ["class"]
+    assert sorted((r["method"], r["head"]) for r in rows) == sorted((m, h) for m in ("gradcam", "saliency") for h in heads)
+    for r in rows:
+        assert r["deletion_auc"] is not None and 0 <= r["deletion_auc"] <= 1
+        assert r["deletion_auc_random"] is not None and r["sanity_top_layer"] is not None
+        if dataset == "lines":
+            assert 0 <= r["pointing_game"] <= 1 and 0 < r["mask_share"] < 0.2
+        else:
+            assert r.get("pointing_game") is None  # mnist has no ground-truth masks
+    assert (run_dir / "evaluation.csv").read_text().startswith("method,head,layer,pointing_game")
+    with h5py.File(run_dir / "visualization.h5") as f:
+        assert f["evaluation/indices"].shape == (24,)
+        assert f[f"evaluation/gradcam/{heads[0]}/deletion_curves"].shape == (6, 5)
+    assert "Measured explanations" in (run_dir / "index.html").read_text()
