@@ -8,6 +8,9 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.cli import run_job
+from pipeline.config import register_configs
+
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="visualize")

@@ -69,3 +69,95 @@ def check_model_fits_data(model_name: str, head_classes: dict, data_name: str, d
         if k != num_classes:
             raise ConfigError(f"model={model_name} outputs {k} classes but dataset={data_name} has {num_classes}; "
                               f"leave model.net.num_classes at its default (${{data.num_classes}})")
+
+
+# -- structured config schemas ---------------------------------------------------------------
+# Hydra validates every composed config against these dataclasses (types, unknown keys), so
+# `data.batch_size=abc` or `data.per_clas=5` fail at composition with Hydra's own message.
+# The YAML files extend them (`defaults: [base_lines, _self_]`); range checks stay above.
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any, List, Optional  # noqa: E402
+
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from omegaconf import MISSING  # noqa: E402
+
+
+@dataclass
+class DataSchema:
+    _target_: str = MISSING
+    name: str = MISSING
+    channels: int = MISSING
+    image_size: int = 28
+    num_classes: int = MISSING
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None
+    split_seed: int = 0
+
+
+@dataclass
+class LinesDataSchema(DataSchema):
+    per_class: int = 1000
+    generator_seed: int = 0
+    margin: float = 1.0
+    test_fraction: float = 0.4
+    val_fraction: float = 0.1
+    cache_dir: Optional[str] = None
+    progress: bool = True
+
+
+@dataclass
+class IdxDataSchema(DataSchema):
+    data_dir: Optional[str] = None
+    download: bool = True
+    mirrors: Optional[List[str]] = None
+    cache_dir: Optional[str] = None
+    split: str = "standard"
+    val_size: int = 5000
+    test_fraction: float = 0.4
+    max_train_samples: Optional[int] = None
+    max_test_samples: Optional[int] = None
+
+
+@dataclass
+class TrainSchema:
+    task: str = "train"
+    seed: int = 0
+    resume: Optional[str] = None
+    test_after_fit: bool = True
+    data: Any = MISSING
+    model: Any = MISSING
+    trainer: Any = MISSING
+    callbacks: Any = field(default_factory=dict)
+    logger: Any = field(default_factory=dict)
+    paths: Any = MISSING
+
+
+@dataclass
+class VisualizeSchema:
+    task: str = "visualize"
+    ckpt: Optional[str] = None
+    image: Any = None
+    num_images: int = 6
+    layer: Any = None
+    device: str = "auto"
+    batch_size: int = 256
+    seed: int = 0
+    overwrite: bool = False
+    data: Any = MISSING
+    model: Any = None
+    job: Any = MISSING
+    paths: Any = MISSING
+    activations: Any = MISSING
+    filters: Any = MISSING
+    gradcam: Any = MISSING
+    method_params: Any = field(default_factory=dict)
+    evaluate: Any = MISSING
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (called by the entry scripts and the tests)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainSchema)
+    cs.store(name="visualize_schema", node=VisualizeSchema)
+    cs.store(group="dataset", name="base_lines", node=LinesDataSchema, package="data")
+    cs.store(group="dataset", name="base_idx", node=IdxDataSchema, package="data")
