@@ -67,7 +67,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     ("train.py", ["model=resnet"], 1, "Available options in 'model':"),
     ("train.py", ["trainer=tpu"], 1, "Available options in 'trainer':"),
     ("train.py", ["data.batch_size=abc"], 1, "Value 'abc' of type 'str' could not be converted to Integer"),
-    ("train.py", ["data.per_clas=5"], 1, "Key 'per_clas' is not in struct"),
+    ("train.py", ["data.per_clas=5"], 1, "Key 'per_clas' not in 'LinesDataSchema'"),
     ("train.py", ["data.batch_size=-5"], 2, "data.batch_size=-5 is invalid: it must be a positive integer"),
     ("train.py", ["trainer.max_epochs=0"], 2, "trainer.max_epochs=0 is invalid"),
     ("train.py", ["model=multihead", "dataset=mnist", "data.data_dir=/nonexistent"], 2, "only trains on dataset=lines"),
