@@ -90,7 +90,9 @@ class LitClassifier(pl.LightningModule):
             for k in self.head_classes.values():
                 n *= k
             self.metric_heads["aggregate"] = n
-        self.train_acc = nn.ModuleDict({h: MulticlassAccuracy(k, average="micro") for h, k in self.metric_heads.items()})
+        # training accuracy: no per-step input validation (the labels come from our own datamodules)
+        self.train_acc = nn.ModuleDict({h: MulticlassAccuracy(k, average="micro", validate_args=False)
+                                        for h, k in self.metric_heads.items()})
         self.val_metrics = nn.ModuleDict({h: self._collection(k) for h, k in self.metric_heads.items()})
         self.test_metrics = nn.ModuleDict({h: self._collection(k) for h, k in self.metric_heads.items()})
         self.test_cm = nn.ModuleDict({h: MulticlassConfusionMatrix(k) for h, k in self.metric_heads.items()})
@@ -135,7 +137,7 @@ class LitClassifier(pl.LightningModule):
         loss, preds, targets = self._step(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         for h, metric in self.train_acc.items():
-            metric(preds[h], targets[h])
+            metric.update(preds[h], targets[h])  # accumulate only; computed once per epoch when logged
             self._log_acc("train", h, metric)
         return loss
 
