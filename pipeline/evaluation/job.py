@@ -218,9 +218,12 @@ class EvaluateJob:
                            f"{r['energy_in_mask']:.1%} of the map's mass on the line, which covers {r['mask_share']:.1%} "
                            f"of the image ({r['energy_in_mask'] / max(r['mask_share'], 1e-12):.1f}x chance).")
             if r.get("deletion_auc") is not None:
-                better = r["deletion_auc"] < r["deletion_auc_random"]
-                out.append(f"{name}: deletion AUC {r['deletion_auc']:.3f} vs {r['deletion_auc_random']:.3f} for a random "
-                           f"order ({'faithful: removing its top pixels hurts sooner' if better else 'no better than random'}).")
+                gap = r["deletion_auc_random"] - r["deletion_auc"]
+                verdict = ("faithful: removing its top pixels hurts sooner" if gap > 0.01 else
+                           "about the same as random: the target probability hardly moves" if abs(gap) <= 0.01 else
+                           "worse than random")
+                out.append(f"{name}: deletion AUC {r['deletion_auc']:.4f} vs {r['deletion_auc_random']:.4f} for a random "
+                           f"order ({verdict}).")
             if r.get("sanity_pass") is not None:
                 out.append(f"{name}: rank correlation with the trained maps after randomizing the top layer "
                            f"{r['sanity_top_layer']:.2f} -> {'passes' if r['sanity_pass'] else 'FAILS'} the sanity check.")
@@ -238,8 +241,8 @@ def print_bars(rows: list[dict], dataset: str) -> str:
                      f"{angle['energy_in_mask']:.1%} vs mask share {angle['mask_share']:.1%}")
     for (m, h), r in by.items():
         if m == "gradcam" and r.get("deletion_auc") is not None:
-            lines.append(f"bar: Grad-CAM deletion AUC below random on {dataset} ({h}): {r['deletion_auc']:.3f} < "
-                         f"{r['deletion_auc_random']:.3f} {'ok' if r['deletion_auc'] < r['deletion_auc_random'] else 'MISSED'}")
+            lines.append(f"bar: Grad-CAM deletion AUC below random on {dataset} ({h}): {r['deletion_auc']:.4f} < "
+                         f"{r['deletion_auc_random']:.4f} {'ok' if r['deletion_auc'] < r['deletion_auc_random'] else 'MISSED'}")
         if m == "gradcam" and r.get("sanity_top_layer") is not None:
             lines.append(f"bar: Grad-CAM rank correlation after randomizing the top layer < 0.5 ({h}): "
                          f"{r['sanity_top_layer']:.2f} {'ok' if r['sanity_top_layer'] < 0.5 else 'MISSED'}")
