@@ -151,6 +151,11 @@ def _finish(ax, fig, ylabel: str, title: str, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder), then clear the figure even on error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.savefig(path, dpi=110, facecolor="white")
@@ -263,13 +268,7 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path, title: str) -> P
                  fontsize=10)
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.ax.tick_params(labelsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=110, facecolor="white")
-    finally:
-        fig.clear()
-    return path
+    return _save(fig, Path(path))
 
 
 def write_confusion_csv(cm, class_names: Sequence[str], path) -> Path:

@@ -9,19 +9,7 @@ from pipeline.models.cnn_deep import CNNDeep
 from pipeline.models.multihead import MultiHead
 from pipeline.visualization.activations import ActivationRecorder, activation_stats, record_activations
 from pipeline.visualization.layers import UnknownLayerError
-
-
-def prepared(model, in_ch, seed=0):
-    torch.manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(8, in_ch, 28, 28))
-    return model.eval()
-
-
-def no_hooks(model):
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+from tests.visualization.helpers import hook_count, no_hooks, prepared
 
 
 def test_recorded_activations_equal_subnetwork_forward_and_outputs():
@@ -71,7 +59,7 @@ def test_recorder_keeps_per_batch_lists_and_removes_hooks_even_on_error():
         with rec, torch.no_grad():
             m(torch.rand(2, 1, 28, 28))
             m(torch.rand(3, 1, 28, 28))
-            assert not no_hooks(m)
+            assert hook_count(m, backward=False) > 0  # the recorder's forward hooks are in place
             raise RuntimeError("boom")
     assert no_hooks(m)
     assert [t.shape[0] for t in rec.activations["features.conv1"]] == [2, 3]

@@ -7,6 +7,7 @@ no code shared with cams.py), to 1e-5 of the map's scale.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 
 import pytest
@@ -21,56 +22,22 @@ from pipeline.visualization.gradcam import CAMResult, GradCAM
 from pipeline.visualization.gradients import (GuidedGradCAM, IntegratedGradients, Saliency,
                                               SmoothGrad)
 from pipeline.visualization.methods import METHODS, make_method, needs_layer
+from tests.visualization import helpers
+from tests.visualization.helpers import (OneHead, check_all_zero, check_hooks_modes_grads,
+                                         check_hooks_removed_after_error, rand_images, tiny)
 
 GRAD_CAMS = {"gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "hirescam": HiResCAM}
 ALL_CAMS = {**GRAD_CAMS, "scorecam": ScoreCAM}
-N, S = 4, 12  # images, image side of the tiny model
+N, S = 4, 12  # images, image side of the tiny model (helpers.Tiny)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is much faster than contended ones (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-class Tiny(nn.Module):
-    """conv1 -> relu1 -> conv2 -> relu2 -> pool -> linear; 12x12 images, k outputs."""
-
-    def __init__(self, k=5, in_ch=3, inplace=False):
-        super().__init__()
-        self.features = nn.Sequential(OrderedDict(
-            conv1=nn.Conv2d(in_ch, 4, 3, padding=1), relu1=nn.ReLU(inplace=inplace),
-            conv2=nn.Conv2d(4, 6, 3, padding=1), relu2=nn.ReLU(inplace=inplace), pool=nn.MaxPool2d(2)))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(6 * 6 * 6, k))
-        self.head_classes = {"class": 2 if k == 1 else k}
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-def tiny(k=5, seed=0, inplace=False):
-    torch.manual_seed(seed)
-    return Tiny(k, inplace=inplace).eval()
+# |ours - ref| <= tol * max|ref| (plus a float32 floor) everywhere
+close = functools.partial(helpers.close, floor=1e-7)
 
 
 def imgs(n=N, side=S, ch=3, seed=1):
-    return torch.rand(n, ch, side, side, generator=torch.Generator().manual_seed(seed))
-
-
-def no_hooks(model):
-    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-               and not m._backward_pre_hooks for m in model.modules())
-
-
-def close(ours, ref, tol=1e-5):
-    """|ours - ref| <= tol * max|ref| (plus a float32 floor) everywhere."""
-    ref = ref.to(torch.float32)
-    scale = float(ref.abs().max())
-    err = float((ours - ref).abs().max())
-    assert err <= tol * scale + 1e-7, f"max error {err:.3g} > {tol} x {scale:.3g}"
+    return rand_images(n, ch, side, seed)
 
 
 # --- naive references ---------------------------------------------------------------------
@@ -210,15 +177,6 @@ def test_gradcampp_weights_and_hirescam_equals_gradcam_on_a_1x1_layer():
 
 # --- multi-head, targets, batching -------------------------------------------------------------
 
-class OneHead(nn.Module):
-    def __init__(self, model, head):
-        super().__init__()
-        self.m, self.head = model, head
-
-    def forward(self, x):
-        return self.m(x)[self.head]
-
-
 @pytest.fixture(scope="module")
 def multi():
     torch.manual_seed(4)
@@ -282,34 +240,12 @@ def test_all_zero_maps_are_zeros_with_a_note_not_nan(name):
     with torch.no_grad():
         model.features.conv2.bias.fill_(-100.0)  # relu2 is zero everywhere
     res = ALL_CAMS[name](model, "features.relu2")(imgs())
-    for t in (res.maps, res.maps_normalized, res.layer_maps):
-        assert torch.isfinite(t).all() and (t == 0).all()
-    assert res.all_zero.all()
-    notes = res.notes()
-    assert len(notes) == N and all("all zeros" in n for n in notes)
+    check_all_zero(res, (res.maps, res.maps_normalized, res.layer_maps), N)
 
 
 @pytest.mark.parametrize("name", list(ALL_CAMS))
 def test_hooks_modes_grads_and_inference_mode(name):
-    model = tiny()
-    x = imgs()
-    ref = ALL_CAMS[name](model, "features.conv2")(x)
-    with ALL_CAMS[name](model, "features.conv2") as cam:
-        with torch.inference_mode():
-            res = cam(x)
-            assert torch.is_inference_mode_enabled()
-        assert no_hooks(model)
-    close(res.maps, ref.maps, 1e-6)
-    assert not model.training
-    assert all(p.grad is None for p in model.parameters())
-    assert torch.is_grad_enabled()
-    with torch.no_grad():
-        ALL_CAMS[name](model, "features.conv2")(x)
-        assert not torch.is_grad_enabled()
-    model.train()  # no batch norm / dropout in Tiny: train mode is left as it is
-    ALL_CAMS[name](model, "features.conv2")(x)
-    assert model.training and no_hooks(model)
-    assert all(p.grad is None for p in model.parameters())
+    check_hooks_modes_grads(lambda m: ALL_CAMS[name](m, "features.conv2"), tiny(), imgs(), "maps", close)
 
 
 def test_closed_method_refuses_and_hooks_removed_after_errors():
@@ -318,17 +254,8 @@ def test_closed_method_refuses_and_hooks_removed_after_errors():
         pass
     with pytest.raises(RuntimeError, match="closed"):
         cam(imgs())
-
-    class Boom(Tiny):
-        def forward(self, x):
-            self.features(x)
-            raise RuntimeError("boom")
-    torch.manual_seed(0)
-    bad = Boom().eval()
-    for cls in ALL_CAMS.values():
-        with pytest.raises(RuntimeError, match="boom"):
-            cls(bad, "features.conv2")(imgs())
-        assert no_hooks(bad)
+    check_hooks_removed_after_error([lambda m, cls=cls: cls(m, "features.conv2") for cls in ALL_CAMS.values()],
+                                    imgs())
     with pytest.raises(ValueError, match="needs a target layer"):
         LayerCAM(model, None)
 

@@ -1,6 +1,8 @@
 """Filter patterns by gradient ascent: batched == one at a time, in range, forward stops early."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -10,25 +12,13 @@ from pipeline.models.cnn_deep import CNNDeep
 from pipeline.models.multihead import MultiHead
 from pipeline.visualization.filters import FilterResult, FilterVisualizer, gaussian_blur
 from pipeline.visualization.layers import UnknownLayerError
+from tests.visualization import helpers
+from tests.visualization.helpers import no_hooks
 
+# float64 convolutions take a slow, thread-parallel path that stalls badly on a shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-def prepared(model, in_ch, seed=0):
-    torch.manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(16, in_ch, 28, 28))
-    return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Float64 convolutions take a slow, thread-parallel path that stalls badly when the CPU is
-    shared; one thread keeps these small tests fast (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+prepared = functools.partial(helpers.prepared, batch=16)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +136,7 @@ def test_modes_grads_and_hooks_are_restored(deep):
     assert dict((id(m), t) for m, t in modes)[id(deep.features.bn1)] is True
     assert dict((id(m), t) for m, t in modes)[id(deep.classifier.out)] is False
     assert all(p.grad is None for p in deep.parameters())
-    assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in deep.modules())
+    assert no_hooks(deep)
     assert (res.scores > res.start_scores).all()
 
 

@@ -1,6 +1,8 @@
 """Grad-CAM: equal to Captum's LayerGradCam, per-image targets, multi-head, hooks, grad modes."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -11,26 +13,20 @@ from pipeline.models.cnn_deep import CNNDeep
 from pipeline.models.multihead import MultiHead
 from pipeline.visualization.gradcam import CAMResult, GradCAM, normalize_maps
 from pipeline.visualization.layers import UnknownLayerError
+from tests.visualization import helpers
+from tests.visualization.helpers import no_hooks, rand_images
 
 N = 6
 
+# one intra-op thread: on a busy shared CPU, OpenMP waits make many small ops crawl
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-def prepared(model, in_ch, seed=0):
-    """Random init, non-trivial batch-norm statistics and affine parameters, eval mode."""
-    torch.manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(16, in_ch, 28, 28))
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+# random init, non-trivial batch-norm statistics and affine parameters, eval mode
+prepared = functools.partial(helpers.prepared, batch=16, passes=3, bn_weight=(0.5, 1.5), bn_bias=(-0.2, 0.2))
 
 
 def images(in_ch, n=N, seed=1):
-    return torch.rand(n, in_ch, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return rand_images(n, in_ch, 28, seed)
 
 
 def captum_maps(model, layer_name, x, targets, head=None):
@@ -46,20 +42,6 @@ def captum_maps(model, layer_name, x, targets, head=None):
             return model(inp)[head]
     attr = LayerGradCam(fwd, layer).attribute(x, target=targets, relu_attributions=True)
     return LayerAttribution.interpolate(attr, (28, 28), "bilinear")[:, 0].detach()
-
-
-def no_hooks(model):
-    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-               for m in model.modules())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy shared CPU, OpenMP waits make many small ops crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ noise.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import pytest
 import torch
@@ -25,76 +23,30 @@ from pipeline.visualization.cams import AttributionResult
 from pipeline.visualization.gradcam import GradCAM
 from pipeline.visualization.gradients import (GuidedBackprop, GuidedGradCAM, IntegratedGradients,
                                               Saliency, SmoothGrad, quadrature)
+from tests.visualization.helpers import (OneHead, check_all_zero, check_hooks_modes_grads,
+                                         check_hooks_removed_after_error, close, no_hooks, prepared,
+                                         rand_images, tiny)
 
 N = 4
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is much faster than contended ones (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def prepared(make, in_ch, seed):
-    """Seeded random init, non-trivial batch-norm statistics, eval mode."""
-    torch.manual_seed(seed)
-    model = make().train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(8, in_ch, 28, 28))
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.1, 0.3)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def deep():
-    return prepared(lambda: CNNDeep(in_channels=1, channels=(6, 8, 8, 12), hidden=(24,)), 1, seed=1)
+    """Seeded random init, non-trivial batch-norm statistics, eval mode."""
+    return prepared(lambda: CNNDeep(in_channels=1, channels=(6, 8, 8, 12), hidden=(24,)), 1, seed=1,
+                    bn_weight=(0.5, 1.5), bn_bias=(-0.1, 0.3))
 
 
 @pytest.fixture(scope="module")
 def multi():
-    return prepared(lambda: MultiHead(channels=(6, 8, 8), head_hidden=(16,)), 3, seed=2)
-
-
-class Tiny(nn.Module):
-    def __init__(self, k=5, inplace=False):
-        super().__init__()
-        self.features = nn.Sequential(OrderedDict(
-            conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(inplace=inplace),
-            conv2=nn.Conv2d(4, 6, 3, padding=1), relu2=nn.ReLU(inplace=inplace), pool=nn.MaxPool2d(2)))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(6 * 6 * 6, k))
-        self.head_classes = {"class": k}
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-def tiny(inplace=False, seed=0):
-    torch.manual_seed(seed)
-    return Tiny(inplace=inplace).eval()
+    return prepared(lambda: MultiHead(channels=(6, 8, 8), head_hidden=(16,)), 3, seed=2,
+                    bn_weight=(0.5, 1.5), bn_bias=(-0.1, 0.3))
 
 
 def imgs(n=N, ch=1, side=28, seed=1):
-    return torch.rand(n, ch, side, side, generator=torch.Generator().manual_seed(seed))
-
-
-def no_hooks(model):
-    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-               and not m._backward_pre_hooks for m in model.modules())
-
-
-def close(ours, ref, tol=1e-5):
-    """|ours - ref| <= tol * max|ref| everywhere."""
-    ref = ref.detach().to(torch.float32)
-    scale = float(ref.abs().max())
-    err = float((ours - ref).abs().max())
-    assert err <= tol * scale, f"max error {err:.3g} > {tol} x {scale:.3g}"
+    return rand_images(n, ch, side, seed)
 
 
 class CaptumHead(nn.Module):
@@ -107,15 +59,6 @@ class CaptumHead(nn.Module):
     def forward(self, inp):
         out = self.m(inp)[self.head]
         return torch.cat([-out, out], 1) if out.shape[1] == 1 else out
-
-
-class OneHead(nn.Module):
-    def __init__(self, model, head):
-        super().__init__()
-        self.m, self.head = model, head
-
-    def forward(self, x):
-        return self.m(x)[self.head]
 
 
 TARGETS = torch.tensor([0, 3, 9, 5])
@@ -315,46 +258,17 @@ def test_all_zero_maps_are_zeros_with_a_note_not_nan(name):
     zero = [res.maps, res.maps_normalized, res.attributions]
     if name != "guided_gradcam":  # there layer_maps is Grad-CAM's map (not zero: conv2's bias)
         zero.append(res.layer_maps)
-    for t in zero:
-        assert torch.isfinite(t).all() and (t == 0).all()
-    assert res.all_zero.all()
-    notes = res.notes()
-    assert len(notes) == N and all("all zeros" in n for n in notes)
+    check_all_zero(res, zero, N)
 
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_hooks_modes_grads_and_inference_mode(name):
-    model = tiny()
-    x = imgs(ch=3, side=12)
-    ref = METHODS[name](model)(x)
-    with METHODS[name](model) as method:
-        with torch.inference_mode():
-            res = method(x)
-            assert torch.is_inference_mode_enabled()
-        assert no_hooks(model)  # the guided-backprop ReLU hooks too
-    close(res.attributions, ref.attributions, 1e-6)
-    assert not model.training and all(p.grad is None for p in model.parameters())
-    with torch.no_grad():
-        METHODS[name](model)(x)
-        assert not torch.is_grad_enabled()
-    assert torch.is_grad_enabled()
-    model.train()  # Tiny has no batch norm / dropout: train mode is left as it is
-    METHODS[name](model)(x)
-    assert model.training and no_hooks(model)
-    assert all(p.grad is None for p in model.parameters())
+    # no_hooks covers the guided-backprop ReLU hooks too
+    check_hooks_modes_grads(METHODS[name], tiny(), imgs(ch=3, side=12), "attributions")
 
 
 def test_hooks_removed_after_an_error_and_argument_checks():
-    class Boom(Tiny):
-        def forward(self, x):
-            self.features(x)
-            raise RuntimeError("boom")
-    torch.manual_seed(0)
-    bad = Boom().eval()
-    for make in METHODS.values():
-        with pytest.raises(RuntimeError, match="boom"):
-            make(bad)(imgs(2, ch=3, side=12))
-        assert no_hooks(bad)
+    check_hooks_removed_after_error(METHODS.values(), imgs(2, ch=3, side=12))
     model = tiny()
     with pytest.raises(ValueError, match="target_layer must be None"):
         Saliency(model, "features.conv1")
