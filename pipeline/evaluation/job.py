@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from pipeline.errors import CnnvisError
@@ -38,18 +38,11 @@ from pipeline.report.html import Figure, Section, Table
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import last_conv_name
-from pipeline.visualization.methods import METHODS, make_method, needs_layer
+from pipeline.visualization.methods import METHODS, make_method, method_params, needs_layer
 
 COLUMNS = ["method", "head", "layer", "pointing_game", "energy_in_mask", "mask_share", "topk_iou",
            "deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random",
            "sanity_top_layer", "sanity_last_step", "sanity_pass", "seconds"]
-
-
-def method_params(cfg: DictConfig, methods) -> dict[str, dict]:
-    """Per-method settings from the config's ``method_params`` (empty for methods not listed)."""
-    mp = cfg.get("method_params")
-    mp = OmegaConf.to_container(mp, resolve=True) if mp is not None else {}
-    return {m: dict(mp.get(m) or {}) for m in methods}
 
 
 def evaluation_sample(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:

@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.visualization.gradcam import CAMResult, GradCAM, _parse_heads_and_batch, normalize_maps
+from pipeline.visualization.gradcam import (CAMResult, GradCAM, _parse_heads_and_batch, cat_parts, normalize_maps,
+                                            result_fields, target_scores)
 from pipeline.visualization.layers import resolve_layer
 
 __all__ = ["AttributionResult", "AttributionMethod", "GradientCAM", "GradCAMPlusPlus", "ScoreCAM",
@@ -91,30 +92,6 @@ class AttributionResult(CAMResult):
             out.append(f"{prefix}{self.method or 'map'}: image {i} (target {int(self.targets[i])}): map is "
                        "constant, normalized to all ones")
         return out
-
-
-def target_scores(logits: torch.Tensor, t: torch.Tensor | None = None):
-    """``(targets, score, prob, binary)`` of logits ``[n, K]`` (Grad-CAM's convention).
-
-    ``t=None``: the prediction (argmax; 1 unit: ``logit > 0``). ``score`` keeps the graph:
-    the target's logit, or ``+logit`` / ``-logit`` for class 1 / 0 of a 1-unit head.
-    """
-    if logits.dim() == 1:
-        logits = logits.unsqueeze(1)
-    ld = logits.detach()
-    binary = logits.shape[1] == 1
-    if t is None:
-        t = (ld[:, 0] > 0).long() if binary else ld.argmax(1)
-    t = t.to(logits.device)
-    if t.is_inference():  # e.g. built under the caller's inference_mode
-        t = t.clone()
-    if binary:
-        score = torch.where(t == 1, logits[:, 0], -logits[:, 0])
-        prob = torch.sigmoid(score.detach().float())
-    else:
-        score = logits.gather(1, t[:, None])[:, 0]
-        prob = torch.softmax(ld.float(), 1).gather(1, t[:, None])[:, 0]
-    return t, score, prob, binary
 
 
 def upsample_maps(cam: torch.Tensor, size) -> torch.Tensor:
@@ -313,29 +290,13 @@ class AttributionMethod:
 
     # -- assembly ---------------------------------------------------------------------------
     def _assemble(self, head: str, parts: list[dict]) -> AttributionResult:
-        def cat(k, dtype=None):
-            if parts[0].get(k) is None:
-                return None
-            t = torch.cat([p[k] for p in parts], 0)
-            return t if dtype is None else t.to(dtype)
-
-        maps = cat("maps", torch.float32).clamp_min(0)
-        layer_maps = cat("layer_maps", torch.float32)
+        maps = cat_parts(parts, "maps", torch.float32).clamp_min(0)
+        layer_maps = cat_parts(parts, "layer_maps", torch.float32)
         extras = {k: torch.cat([p["extras"][k] for p in parts], 0) for k in parts[0].get("extras", {})}
         return AttributionResult(
-            maps=maps,
-            maps_normalized=normalize_maps(maps),
-            layer_maps=maps if layer_maps is None else layer_maps,
-            targets=cat("targets", torch.long),
-            scores=cat("scores", torch.float32),
-            probs=cat("probs", torch.float32),
-            all_zero=~(maps.flatten(1) > 0).any(1),
-            weights=cat("weights", torch.float32),
-            zero_grad=cat("zero_grad"),
-            layer=self.layer_name,
-            head=head,
-            binary=parts[0]["binary"],
-            attributions=cat("attributions", torch.float32),
+            **result_fields(parts, maps, maps if layer_maps is None else layer_maps, ~(maps.flatten(1) > 0).any(1),
+                            self.layer_name, head),
+            attributions=cat_parts(parts, "attributions", torch.float32),
             method=self.method_name,
             extras=extras,
             zero_reason=self.zero_reason,

@@ -69,6 +69,48 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     return out.clamp_(0.0, 1.0)
 
 
+def target_scores(logits: torch.Tensor, t: torch.Tensor | None = None):
+    """``(targets, score, prob, binary)`` of logits ``[n, K]`` (Grad-CAM's convention).
+
+    ``t=None``: the prediction (argmax; 1 unit: ``logit > 0``). ``score`` keeps the graph:
+    the target's logit, or ``+logit`` / ``-logit`` for class 1 / 0 of a 1-unit head.
+    """
+    if logits.dim() == 1:
+        logits = logits.unsqueeze(1)
+    ld = logits.detach()
+    binary = logits.shape[1] == 1
+    if t is None:
+        t = (ld[:, 0] > 0).long() if binary else ld.argmax(1)
+    t = t.to(logits.device)
+    if t.is_inference():  # e.g. built under the caller's inference_mode
+        t = t.clone()
+    if binary:
+        score = torch.where(t == 1, logits[:, 0], -logits[:, 0])
+        prob = torch.sigmoid(score.detach().float())
+    else:
+        score = logits.gather(1, t[:, None])[:, 0]
+        prob = torch.softmax(ld.float(), 1).gather(1, t[:, None])[:, 0]
+    return t, score, prob, binary
+
+
+def cat_parts(parts: list[dict], key: str, dtype=None) -> torch.Tensor | None:
+    """One field of the per-chunk results, concatenated (None when the chunks lack it)."""
+    if parts[0].get(key) is None:
+        return None
+    t = torch.cat([p[key] for p in parts], 0)
+    return t if dtype is None else t.to(dtype)
+
+
+def result_fields(parts: list[dict], maps: torch.Tensor, layer_maps: torch.Tensor, all_zero: torch.Tensor,
+                  layer: str, head: str) -> dict:
+    """The :class:`CAMResult` fields every method fills the same way from its per-chunk results."""
+    return dict(maps=maps, maps_normalized=normalize_maps(maps), layer_maps=layer_maps,
+                targets=cat_parts(parts, "targets", torch.long), scores=cat_parts(parts, "scores", torch.float32),
+                probs=cat_parts(parts, "probs", torch.float32), all_zero=all_zero,
+                weights=cat_parts(parts, "weights", torch.float32), zero_grad=cat_parts(parts, "zero_grad"),
+                layer=layer, head=head, binary=parts[0]["binary"])
+
+
 @dataclass
 class CAMResult:
     """Grad-CAM maps of one head for N images (all tensors on the CPU).
@@ -375,23 +417,7 @@ class GradCAM:
             torch.set_grad_enabled(True)
             res = {}
             for j, h in enumerate(hs):
-                logits = outputs[h]
-                if logits.dim() == 1:
-                    logits = logits.unsqueeze(1)
-                binary = logits.shape[1] == 1
-                t = chunk_targets.get(h)
-                ld = logits.detach()
-                if t is None:
-                    t = (ld[:, 0] > 0).long() if binary else ld.argmax(1)
-                t = t.to(logits.device)
-                if t.is_inference():  # e.g. built under the caller's inference_mode
-                    t = t.clone()
-                if binary:
-                    score = torch.where(t == 1, logits[:, 0], -logits[:, 0])
-                    prob = torch.sigmoid(score.detach())
-                else:
-                    score = logits.gather(1, t[:, None])[:, 0]
-                    prob = torch.softmax(ld.float(), 1).gather(1, t[:, None])[:, 0]
+                t, score, prob, binary = target_scores(outputs[h], chunk_targets.get(h))
                 if not score.requires_grad:
                     raise ValueError(f"head {h!r} does not depend on layer {layer_name!r}")
                 g, = torch.autograd.grad(score.sum(), a, retain_graph=j < len(hs) - 1, allow_unused=True)
@@ -415,23 +441,7 @@ class GradCAM:
             torch.set_grad_enabled(prev_grad)
 
     def _assemble(self, head: str, parts: list[dict]) -> CAMResult:
-        def cat(k, dtype=None):
-            t = torch.cat([p[k] for p in parts], 0)
-            return t if dtype is None else t.to(dtype)
-
-        maps = cat("maps", torch.float32)
-        layer_maps = cat("layer_maps", torch.float32)
-        return CAMResult(
-            maps=maps,
-            maps_normalized=normalize_maps(maps),
-            layer_maps=layer_maps,
-            targets=cat("targets", torch.long),
-            scores=cat("scores", torch.float32),
-            probs=cat("probs", torch.float32),
-            all_zero=~(layer_maps.flatten(1) > 0).any(1),
-            weights=cat("weights", torch.float32),
-            zero_grad=cat("zero_grad"),
-            layer=self.layer_name,
-            head=head,
-            binary=parts[0]["binary"],
-        )
+        maps = cat_parts(parts, "maps", torch.float32)
+        layer_maps = cat_parts(parts, "layer_maps", torch.float32)
+        return CAMResult(**result_fields(parts, maps, layer_maps, ~(layer_maps.flatten(1) > 0).any(1),
+                                         self.layer_name, head))

@@ -42,12 +42,12 @@ def spread_indices(labels: torch.Tensor, count: int, num_classes: int) -> list[i
     present = [c for c in range(num_classes) if (labels == c).any()]
     if not present:
         raise ImageInputError("the test split is empty: no image to show")
+    classes = dict.fromkeys(present[int(round(i * len(present) / count)) % len(present)] for i in range(count))
+    members = {c: np.flatnonzero(labels == c) for c in classes}  # unique classes, in order
     picks: list[int] = []
     rank = 0
     while len(picks) < count and rank < len(labels):
-        classes = [present[int(round(i * len(present) / count)) % len(present)] for i in range(count)]
-        for c in dict.fromkeys(classes):  # unique, in order
-            idx = np.flatnonzero(labels == c)
+        for idx in members.values():
             if rank < len(idx) and len(picks) < count and int(idx[rank]) not in picks:
                 picks.append(int(idx[rank]))
         rank += 1

@@ -216,8 +216,7 @@ class GradCAMJob:
                     where = f" of head {h}" if ctx.multihead else ""
                     raise CnnvisError(f"gradcam.target={target} is out of range{where}: valid classes are 0..{k - 1}")
         self.target = target
-        from pipeline.evaluation.job import method_params
-        from pipeline.visualization.methods import METHODS
+        from pipeline.visualization.methods import METHODS, method_params
 
         self.methods = list(cfg.job.get("methods") or [self.cfg.get("method", "gradcam")])
         unknown = [m for m in self.methods if m not in METHODS]

@@ -7,6 +7,7 @@ pure gradient methods attribute to the input pixels and take no layer.
 """
 from __future__ import annotations
 
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pipeline.visualization.cams import GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
@@ -14,7 +15,7 @@ from pipeline.visualization.gradcam import GradCAM
 from pipeline.visualization.gradients import GuidedGradCAM, IntegratedGradients, Saliency, SmoothGrad
 from pipeline.visualization.layers import last_conv_name
 
-__all__ = ["METHODS", "needs_layer", "make_method"]
+__all__ = ["METHODS", "needs_layer", "make_method", "method_params"]
 
 METHODS = {
     "gradcam": GradCAM,
@@ -53,3 +54,10 @@ def make_method(name: str, model: nn.Module, layer=None, heads=None, batch_size:
         return cls(model, last_conv_name(model) if layer is None else layer, heads=heads,
                    batch_size=batch_size, **params)
     return cls(model, None, heads=heads, batch_size=batch_size, **params)
+
+
+def method_params(cfg: DictConfig, methods) -> dict[str, dict]:
+    """Per-method settings from the config's ``method_params`` (empty for methods not listed)."""
+    mp = cfg.get("method_params")
+    mp = OmegaConf.to_container(mp, resolve=True) if mp is not None else {}
+    return {m: dict(mp.get(m) or {}) for m in methods}
