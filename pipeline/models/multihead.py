@@ -1,9 +1,10 @@
 """multihead: a shared feature network and one head per line variation (lines dataset only).
 
-Features: conv1 (16) -> pool -> conv2 (32) -> conv3 (64), each conv with BN and ReLU, so the last
-convolution keeps a 14x14 map (finer heatmaps than 7x7); then a global average pool (``features.gap``)
-feeds every head: the lines' labels do not depend on where the line is, and the heads stay small.
-``global_pool=False`` flattens the last map into the heads instead.
+Default: conv1 (16) -> pool -> conv2 (32) -> pool -> conv3 (64), each conv with BN and ReLU; the
+7x7 map is flattened into every head. The explanation-friendly variant ``pool_after=(1,),
+global_pool=True`` keeps a 14x14 map at conv3 and feeds the heads its channel means
+(``features.gap``): finer Grad-CAM maps and a passed randomization check on every head, at the
+cost of a smaller Grad-CAM speed-up over Captum (the conv below the layer dominates).
 
 ``forward`` returns a dict ``{head: logits}`` in the order length, width, angle, colour.
 Binary heads (length, width, colour) end in one unit: its sigmoid is the probability of the
@@ -37,8 +38,8 @@ def head_class_names(head: str, n_classes: int, class_names: list[str]) -> list[
 class MultiHead(nn.Module):
     def __init__(self, in_channels: int = 3, image_size: int = 28,
                  channels: Sequence[int] = (16, 32, 64), kernel_size: int = 3,
-                 pool_after: Sequence[int] = (1,), head_hidden: Sequence[int] = (128,),
-                 dropout: float = 0.0, heads: Mapping[str, int] | None = None, global_pool: bool = True):
+                 pool_after: Sequence[int] = (1, 2), head_hidden: Sequence[int] = (128,),
+                 dropout: float = 0.0, heads: Mapping[str, int] | None = None, global_pool: bool = False):
         super().__init__()
         heads = dict(heads or LINES_HEADS)
         self.features = conv_stack(in_channels, channels, kernel_size, pool_after, True, 0.0)
