@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["rankdata", "spearman", "parameter_layers", "randomization_cascade"]
+__all__ = ["rankdata", "spearman", "parameter_layers", "randomization_cascade", "merge_cascades"]
 
 AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -150,3 +150,33 @@ def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.
         randomized.append(name)
         record(name, randomized, attribute())
     return results
+
+
+def merge_cascades(runs: Sequence[list[dict]]) -> list[dict]:
+    """One cascade from several :func:`randomization_cascade` runs over the same images and
+    layers with different seeds (independent re-initializations).
+
+    A single random draw is a noisy statistic -- for a one-unit head, re-initializing the top
+    layer draws one random weight vector, whose sign alone can decide the correlation. Per step:
+    ``"spearman"`` / ``"spearman_abs"`` are the runs' per-image values concatenated (``[R * N]``),
+    ``"mean"`` their mean, ``"run_means"`` each run's own mean, ``"maps"`` the first run's maps.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("merge_cascades needs at least one cascade")
+    layers = [[step["layer"] for step in run] for run in runs]
+    if any(names != layers[0] for names in layers[1:]):
+        raise ValueError(f"the cascades randomized different layers: {layers}")
+    merged = []
+    for i, first in enumerate(runs[0]):
+        rho = torch.cat([run[i]["spearman"] for run in runs])
+        merged.append({
+            "layer": first["layer"],
+            "randomized": list(first["randomized"]),
+            "spearman": rho,
+            "spearman_abs": torch.cat([run[i]["spearman_abs"] for run in runs]),
+            "mean": float(rho.mean()) if rho.numel() else float("nan"),
+            "run_means": [run[i]["mean"] for run in runs],
+            "maps": first["maps"],
+        })
+    return merged

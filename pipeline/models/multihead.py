@@ -1,10 +1,14 @@
 """multihead: a shared feature network and one head per line variation (lines dataset only).
 
-Default: conv1 (16) -> pool -> conv2 (32) -> pool -> conv3 (64), each conv with BN and ReLU; the
-7x7 map is flattened into every head. The explanation-friendly variant ``pool_after=(1,),
-global_pool=True`` keeps a 14x14 map at conv3 and feeds the heads its channel means
-(``features.gap``): finer Grad-CAM maps and a passed randomization check on every head, at the
-cost of a smaller Grad-CAM speed-up over Captum (the conv below the layer dominates).
+Default: conv1 (16) -> conv2 (24) at 28x28 -> pool -> conv3 (64) at 14x14, each conv with BN
+and ReLU; every head reads the channel means of conv3's block (``features.gap``). Why this
+shape (measured with ``python visualize.py job=evaluate``, see the README): Grad-CAM at conv3
+points at the line, because conv3's units see a small neighbourhood (10 px) at a 2 px grid;
+and the position-free average pool makes each head's Grad-CAM weights depend on the head, so
+the maps change when the head is re-initialized (the randomization sanity check). The older
+7x7 layout (``channels=[16,32,64] pool_after=[1,2] global_pool=false``: pool after conv1 and
+conv2, the 7x7 map flattened into the heads) trains as accurately but its angle-head Grad-CAM
+peaks beside thin lines and survives randomizing the head.
 
 ``forward`` returns a dict ``{head: logits}`` in the order length, width, angle, colour.
 Binary heads (length, width, colour) end in one unit: its sigmoid is the probability of the
@@ -37,9 +41,9 @@ def head_class_names(head: str, n_classes: int, class_names: list[str]) -> list[
 
 class MultiHead(nn.Module):
     def __init__(self, in_channels: int = 3, image_size: int = 28,
-                 channels: Sequence[int] = (16, 32, 64), kernel_size: int = 3,
-                 pool_after: Sequence[int] = (1, 2), head_hidden: Sequence[int] = (128,),
-                 dropout: float = 0.0, heads: Mapping[str, int] | None = None, global_pool: bool = False):
+                 channels: Sequence[int] = (16, 24, 64), kernel_size: int = 3,
+                 pool_after: Sequence[int] = (2,), head_hidden: Sequence[int] = (128,),
+                 dropout: float = 0.0, heads: Mapping[str, int] | None = None, global_pool: bool = True):
         super().__init__()
         heads = dict(heads or LINES_HEADS)
         self.features = conv_stack(in_channels, channels, kernel_size, pool_after, True, 0.0)

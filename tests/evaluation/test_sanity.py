@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.evaluation.sanity import parameter_layers, randomization_cascade, rankdata, spearman
+from pipeline.evaluation.sanity import merge_cascades, parameter_layers, randomization_cascade, rankdata, spearman
 
 
 def np_average_ranks(row: np.ndarray) -> np.ndarray:
@@ -192,3 +192,24 @@ def test_layers_validation():
         randomization_cascade(model, input_gradient, torch.rand(1, 1, 8, 8), torch.tensor([0]), layers=["nope"])
     with pytest.raises(ValueError):
         randomization_cascade(model, input_gradient, torch.rand(1, 1, 8, 8), torch.tensor([0]), layers=["relu1"])
+
+
+def test_merge_cascades_pools_independent_draws():
+    model = tiny_cnn()
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([0, 1, 2, 0, 1])
+    runs = [randomization_cascade(model, input_gradient, x, targets, seed=s) for s in (0, 1000)]
+    # different seeds are different re-initializations
+    assert not torch.equal(runs[0][1]["spearman"], runs[1][1]["spearman"])
+    merged = merge_cascades(runs)
+    assert [s["layer"] for s in merged] == [s["layer"] for s in runs[0]]
+    for i, step in enumerate(merged):
+        assert torch.equal(step["spearman"], torch.cat([runs[0][i]["spearman"], runs[1][i]["spearman"]]))
+        assert step["run_means"] == [runs[0][i]["mean"], runs[1][i]["mean"]]
+        assert step["mean"] == pytest.approx((runs[0][i]["mean"] + runs[1][i]["mean"]) / 2, abs=1e-6)
+        assert step["maps"] is runs[0][i]["maps"]
+    assert merge_cascades(runs[:1])[1]["mean"] == runs[0][1]["mean"]
+    with pytest.raises(ValueError, match="at least one"):
+        merge_cascades([])
+    with pytest.raises(ValueError, match="different layers"):
+        merge_cascades([runs[0], runs[1][:2]])

@@ -26,7 +26,7 @@ def multi64():
     """Float64 copy, so that batched and one-at-a-time runs cannot drift apart through a
     max-pool tie flipped by float32 rounding (the comparison is about the algorithm)."""
     # the 7x7-last-conv variant (pool after conv1 and conv2, flattened heads) the margins below were set on
-    return prepared(MultiHead(pool_after=(1, 2), global_pool=False), 3, seed=0).double()
+    return prepared(MultiHead(channels=(16, 32, 64), pool_after=(1, 2), global_pool=False), 3, seed=0).double()
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_model_that_rejects_channels_last_falls_back():
 
 
 def test_automatic_batches_on_cpu():
-    m = prepared(MultiHead(), 3)
+    m = prepared(MultiHead(channels=(16, 32, 64), pool_after=(1, 2), global_pool=False), 3)  # largest map 16x28x28
     fv = FilterVisualizer(m, "features.conv3", input_shape=(3, 28, 28))
     assert fv._batch_size(64, None) == 16  # 16x28x28 float32 = 50 KB per image -> 4 batches of 16
     assert fv._batch_size(64, 0) == 64 and fv._batch_size(64, 5) == 5 and fv._batch_size(6, None) == 6

@@ -88,7 +88,7 @@ def test_multihead_matches_captum_per_head(multi, opts):
         assert ref.abs().max() > 0
         torch.testing.assert_close(res[head].maps, ref, rtol=0, atol=1e-5, msg=head)
         assert torch.equal(res[head].targets, t)
-        assert res[head].layer_maps.shape == (N, 7, 7)
+        assert res[head].layer_maps.shape == (N, 14, 14)
     # one requested head (the unrequested ones are skipped) gives the same map
     one = GradCAM(multi, "features.conv3", heads=["angle"], **opts)(x, targets["angle"])
     assert list(one) == ["angle"]
@@ -415,13 +415,14 @@ def test_models_without_head_classes_are_checked_against_their_outputs():
     assert no_hooks(two)
 
 
-def test_global_pool_multihead_variant_matches_captum():
-    """The 14x14, average-pooled multihead variant (model.net.pool_after=[1] global_pool=true)."""
-    model = prepared(MultiHead(pool_after=(1,), global_pool=True), 3, seed=4)
+def test_flattened_7x7_multihead_variant_matches_captum():
+    """The 7x7 multihead layout with the map flattened into the heads
+    (model.net.channels=[16,32,64] pool_after=[1,2] global_pool=false)."""
+    model = prepared(MultiHead(channels=(16, 32, 64), pool_after=(1, 2), global_pool=False), 3, seed=4)
     x = images(3)
     targets = {"angle": torch.tensor([0, 11, 4, 7, 2, 9]), "width": torch.tensor([1, 0, 1, 0, 0, 1])}
     res = GradCAM(model, "features.conv3")(x, targets)
     for head, t in targets.items():
         torch.testing.assert_close(res[head].maps, captum_maps(model, "features.conv3", x, t, head),
                                    rtol=0, atol=1e-5, msg=head)
-        assert res[head].layer_maps.shape == (N, 14, 14)
+        assert res[head].layer_maps.shape == (N, 7, 7)
