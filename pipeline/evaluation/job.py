@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import CnnvisError
 from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion
-from pipeline.evaluation.localization import localization_scores
+from pipeline.evaluation.localization import localization_scores, pointing_game_valid
 from pipeline.evaluation.sanity import merge_cascades, parameter_layers, randomization_cascade
 from pipeline.report.html import Figure, Section, Table
 from pipeline.visualization.context import VisContext
@@ -43,7 +43,7 @@ from pipeline.visualization.methods import METHODS, make_method, method_params, 
 
 COLUMNS = ["method", "head", "layer", "pointing_game", "energy_in_mask", "mask_share", "topk_iou",
            "deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random",
-           "sanity_top_layer", "sanity_last_step", "sanity_pass", "seconds"]
+           "sanity_top_layer", "sanity_last_step", "sanity_pass", "blank_maps", "seconds"]
 
 
 def evaluation_sample(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -115,6 +115,7 @@ class EvaluateJob:
                 g = grp.require_group(f"{method}/{head}")
                 g.create_dataset("maps", data=maps[:64].numpy(), compression="gzip")  # the first 64 maps
                 g.create_dataset("targets", data=res.targets.numpy())
+                row["blank_maps"] = float((~pointing_game_valid(maps)).float().mean())  # no peak: all zero / constant
                 if masks is not None:
                     loc = localization_scores(maps, masks, dilate=1)
                     for k in ("pointing_game", "energy_in_mask", "mask_share", "topk_iou"):
@@ -214,6 +215,10 @@ class EvaluateJob:
         out = []
         for r in rows:
             name = r["method"] + ("" if r["head"] == "class" else f" ({r['head']})")
+            if r.get("blank_maps"):
+                out.append(f"{name}: {r['blank_maps']:.1%} of the maps are blank (no positive evidence for the "
+                           f"explained class at this layer); they count as pointing-game misses, and their "
+                           f"randomization correlation is 0.")
             if has_masks and r.get("pointing_game") is not None:
                 out.append(f"{name}: peak on the line in {r['pointing_game']:.1%} of the images; "
                            f"{r['energy_in_mask']:.1%} of the map's mass on the line, which covers {r['mask_share']:.1%} "

@@ -1,7 +1,7 @@
 """The evaluate job's sample and its printed bars (the job itself runs in test_visualize_job)."""
 import torch
 
-from pipeline.evaluation.job import evaluation_sample, print_bars
+from pipeline.evaluation.job import EvaluateJob, evaluation_sample, print_bars
 
 
 def test_evaluation_sample_prefixes_span_the_classes():
@@ -34,3 +34,18 @@ def test_print_bars_verdicts():
     assert len(text) == 5                                           # only Grad-CAM rows are bars
     rows[0]["pointing_game"] = 0.9
     assert "90.0% (MISSED)" in print_bars(rows, "lines")
+
+
+def test_observations_explain_blank_maps_and_verdicts():
+    rows = [{"method": "gradcam", "head": "length", "pointing_game": 0.47, "energy_in_mask": 0.06, "mask_share": 0.03,
+             "blank_maps": 0.5, "deletion_auc": 0.5, "deletion_auc_random": 0.8, "sanity_top_layer": 0.53,
+             "sanity_pass": False},
+            {"method": "gradcam", "head": "angle", "pointing_game": 0.998, "energy_in_mask": 0.17, "mask_share": 0.03,
+             "blank_maps": 0.0, "deletion_auc": 0.5, "deletion_auc_random": 0.5, "sanity_top_layer": 0.2,
+             "sanity_pass": True}]
+    text = EvaluateJob.observations(None, rows, has_masks=True)
+    blank = [t for t in text if "blank" in t]
+    assert blank == [blank[0]] and blank[0].startswith("gradcam (length): 50.0% of the maps are blank")
+    assert any("gradcam (length)" in t and "FAILS the sanity check" in t for t in text)
+    assert any("gradcam (angle)" in t and "about the same as random" in t for t in text)
+    assert any("gradcam (angle)" in t and "99.8%" in t and "5.7x chance" in t for t in text)

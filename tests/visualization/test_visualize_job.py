@@ -198,6 +198,7 @@ def test_evaluate_job_scores_methods(trained, dataset):
     for r in rows:
         assert r["deletion_auc"] is not None and 0 <= r["deletion_auc"] <= 1
         assert r["deletion_auc_random"] is not None and r["sanity_top_layer"] is not None
+        assert 0 <= r["blank_maps"] <= 1
         if dataset == "lines":
             assert 0 <= r["pointing_game"] <= 1 and 0 < r["mask_share"] < 0.2
         else:
