@@ -1,6 +1,7 @@
 """The entry scripts as a user runs them: train, sweep, ddp, visualize sweep, and bad input."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -36,17 +37,27 @@ def test_train_sweep_writes_one_complete_run_per_combination(trained_root):
 
 def test_visualize_sweep_renders_each_combination_and_an_index(trained_root):
     root, _ = trained_root
-    proc = run_cli("visualize.py", ["-m", "job=activations,gradcam", "model=multihead",
-                                    *_args(root, *TINY["lines"])], cwd=root)
+    proc = run_cli("visualize.py", ["-m", "job=activations,gradcam,evaluate", "model=multihead",
+                                    "evaluate.methods=[gradcam,saliency]", "evaluate.num_images=20",
+                                    "evaluate.faithfulness_images=4", "evaluate.sanity_images=4",
+                                    "evaluate.sanity_repeats=1", *_args(root, *TINY["lines"])], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweeps = list((root / "outputs" / "visualize" / "multirun").iterdir())
     assert len(sweeps) == 1
     runs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
-    assert runs == ["0_activations_lines", "1_gradcam_lines"]
+    assert runs == ["0_activations_lines", "1_gradcam_lines", "2_evaluate_lines"]
     index = (sweeps[0] / "index.html").read_text()
     for run in runs:
         assert (sweeps[0] / run / "index.html").is_file() and (sweeps[0] / run / "visualization.h5").is_file()
         assert f'href="{run}/index.html"' in index
+    # the evaluate run's scores are joined at the sweep level
+    assert "Measured explanations across runs" in index
+    with open(sweeps[0] / "evaluation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 4 and {r["run"] for r in rows} == {"2_evaluate_lines"}
+    assert {(r["method"], r["head"]) for r in rows} == {(m, h) for m in ("gradcam", "saliency")
+                                                        for h in ("length", "width", "angle", "colour")}
+    assert all(r["model"] == "multihead" and r["dataset"] == "lines" and r["pointing_game"] for r in rows)
 
 
 def test_ddp_with_two_cpu_processes(tmp_path):

@@ -242,7 +242,7 @@ def print_bars(rows: list[dict], dataset: str) -> str:
     by = {(r["method"], r["head"]): r for r in rows}
     angle = by.get(("gradcam", "angle"))
     if angle and angle.get("pointing_game") is not None:
-        lines.append(f"bar: Grad-CAM pointing game, angle head >= 95%: {angle['pointing_game']:.1%} "
+        lines.append(f"bar: Grad-CAM pointing game at {angle.get('layer')}, angle head >= 95%: {angle['pointing_game']:.1%} "
                      f"({'ok' if angle['pointing_game'] >= 0.95 else 'MISSED'}); energy in mask "
                      f"{angle['energy_in_mask']:.1%} vs mask share {angle['mask_share']:.1%}")
     for (m, h), r in by.items():

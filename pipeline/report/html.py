@@ -104,7 +104,7 @@ def _slug(text: str, used: set[str]) -> str:
     return slug
 
 
-def _atomic_write(path: Path, text: str) -> Path:
+def atomic_write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
@@ -264,16 +264,17 @@ def write_report(path, title: str, sections: Sequence[Section], subtitle: str = 
     if len(sections) > 1:
         body.append(f'<nav class="toc"><strong>Contents</strong>{_toc(sections, slugs)}</nav>')
     body += [_section_html(s, 1, base_dir, slugs) for s in sections]
-    return _atomic_write(path, _page(title, subtitle, "\n".join(body)))
+    return atomic_write(path, _page(title, subtitle, "\n".join(body)))
 
 
-def write_sweep_index(path, title: str, runs: Sequence[Mapping[str, Any]]) -> Path:
+def write_sweep_index(path, title: str, runs: Sequence[Mapping[str, Any]],
+                      sections: Sequence[Section] = ()) -> Path:
     """Index page of a sweep: one table row per run, linking to its report.
 
     Each run is a dict with ``label``, ``href`` (the run's ``index.html``; relative to the
     sweep directory, absolute paths are made relative) and either ``summary`` (a dict) or its
     summary pairs as the remaining keys. Columns are the union of the summary keys, in order
-    of first appearance.
+    of first appearance. ``sections`` (e.g. scores compared across the runs) follow the table.
     """
     path = Path(path)
     base_dir = path.parent
@@ -303,4 +304,7 @@ def write_sweep_index(path, title: str, runs: Sequence[Mapping[str, Any]]) -> Pa
             f"<p>{n} run{'s' if n != 1 else ''} in this sweep; each link opens that run's report.</p>"
             f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div></section>')
-    return _atomic_write(path, _page(title, "", body))
+    slugs: dict[int, str] = {}
+    _assign_slugs(sections, {"runs"}, slugs)
+    body += "".join(_section_html(sec, 1, base_dir, slugs) for sec in sections)
+    return atomic_write(path, _page(title, "", body))

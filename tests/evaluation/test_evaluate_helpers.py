@@ -19,14 +19,14 @@ def test_evaluation_sample_prefixes_span_the_classes():
 
 def test_print_bars_verdicts():
     rows = [
-        {"method": "gradcam", "head": "angle", "pointing_game": 0.96, "energy_in_mask": 0.17, "mask_share": 0.03,
+        {"method": "gradcam", "head": "angle", "layer": "features.conv3", "pointing_game": 0.96, "energy_in_mask": 0.17, "mask_share": 0.03,
          "deletion_auc": 0.05, "deletion_auc_random": 0.45, "sanity_top_layer": 0.1},
         {"method": "gradcam", "head": "length", "deletion_auc": 0.99999, "deletion_auc_random": 0.99998,
          "sanity_top_layer": 0.7},
         {"method": "scorecam", "head": "angle", "pointing_game": 0.5, "energy_in_mask": 0.1, "mask_share": 0.03},
     ]
     text = print_bars(rows, "lines").splitlines()
-    assert text[0].startswith("bar: Grad-CAM pointing game, angle head >= 95%: 96.0% (ok)")
+    assert text[0].startswith("bar: Grad-CAM pointing game at features.conv3, angle head >= 95%: 96.0% (ok)")
     assert "0.0500 vs 0.4500 random, ok" in text[1]
     assert "(angle): 0.10 ok" in text[2]
     assert text[3].endswith("MISSED (the same as random)")          # equal AUCs are not "below"

@@ -148,3 +148,41 @@ def test_wide_figures_span_the_row(tmp_path):
     imgs = [(a.get("width"), a.get("height")) for t, a in _parse(out).attrs if t == "img"]
     assert [c for c, _ in classes] == ["card wide", "card", "card", "card wide"]
     assert imgs == [("300", "100"), ("100", "100"), (None, None), ("100", "100")]
+
+
+def test_sweep_index_joins_evaluation_tables(tmp_path):
+    import csv
+    import json
+
+    from pipeline.report.sweep import write_index_for
+
+    sweep = tmp_path / "multirun" / "t"
+    for name, job, model, rows in [
+        ("0_evaluate_lines", "evaluate", "multihead",
+         [{"method": "gradcam", "head": "angle", "pointing_game": 0.998, "sanity_top_layer": 0.23,
+           "sanity_top_layer_each": [0.5, 0.1]}]),
+        ("1_evaluate_lines", "evaluate", "cnn_basic",
+         [{"method": "gradcam", "head": "class", "pointing_game": 0.61, "deletion_auc": 0.4}]),
+        ("2_gradcam_lines", "gradcam", "multihead", None),
+    ]:
+        d = sweep / name
+        d.mkdir(parents=True)
+        (d / "index.html").write_text("run")
+        (d / "summary.json").write_text(json.dumps({"job": job, "dataset": "lines", "model": model}))
+        if rows is not None:
+            (d / "evaluation.json").write_text(json.dumps(rows))
+    out = write_index_for(sweep)
+    text = out.read_text()
+    assert "Measured explanations across runs" in text and "0.998" in text and "cnn_basic" in text
+    with open(sweep / "evaluation.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["run"], r["model"], r["head"]) for r in table] == [
+        ("0_evaluate_lines", "multihead", "angle"), ("1_evaluate_lines", "cnn_basic", "class")]
+    assert table[1]["deletion_auc"] == "0.4" and table[0]["deletion_auc"] == ""  # union of the columns
+    assert "sanity_top_layer_each" not in table[0]                               # lists stay per run
+    # a sweep without evaluate runs gets no table and no CSV
+    other = tmp_path / "multirun" / "u" / "0_gradcam_lines"
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text(json.dumps({"job": "gradcam"}))
+    assert "Measured explanations" not in write_index_for(other.parent).read_text()
+    assert not (other.parent / "evaluation.csv").exists()
