@@ -75,23 +75,17 @@ class AttributionResult(CAMResult):
     extras: dict = field(default_factory=dict)
     zero_reason: str = "no positive evidence for the target"
 
-    def notes(self) -> list[str]:
-        out = []
-        prefix = "" if self.head == "class" else f"head {self.head}, "
-        where = self.layer if self.layer and self.layer != "input" else "the input"
-        for i in torch.nonzero(self.all_zero).flatten().tolist():
-            if self.zero_grad is not None and bool(self.zero_grad[i]):
-                why = f"the gradient of the target score w.r.t. {where} is zero everywhere"
-            else:
-                why = self.zero_reason
-            out.append(f"{prefix}{self.method or 'map'}: image {i} (target {int(self.targets[i])}): {why}, "
-                       "map is all zeros")
-        flat = self.maps.flatten(1)
-        const = (~self.all_zero) & (flat.amax(1) == flat.amin(1))
-        for i in torch.nonzero(const).flatten().tolist():
-            out.append(f"{prefix}{self.method or 'map'}: image {i} (target {int(self.targets[i])}): map is "
-                       "constant, normalized to all ones")
-        return out
+    def _note_prefix(self) -> str:
+        return f"{super()._note_prefix()}{self.method or 'map'}: "
+
+    def _gradient_of(self) -> str:
+        return self.layer if self.layer and self.layer != "input" else "the input"
+
+    def _no_evidence_reason(self) -> str:
+        return self.zero_reason
+
+    def _peak_maps(self) -> torch.Tensor:
+        return self.maps
 
 
 def upsample_maps(cam: torch.Tensor, size) -> torch.Tensor:

@@ -145,21 +145,33 @@ class CAMResult:
     def notes(self) -> list[str]:
         """Human-readable remarks, one per image whose map needs explaining."""
         out = []
-        prefix = "" if self.head == "class" else f"head {self.head}, "
+        prefix = self._note_prefix()
         for i in torch.nonzero(self.all_zero).flatten().tolist():
-            t = int(self.targets[i])
             if self.zero_grad is not None and bool(self.zero_grad[i]):
-                why = f"the gradient of the target score w.r.t. {self.layer or 'the layer'} is zero everywhere"
+                why = f"the gradient of the target score w.r.t. {self._gradient_of()} is zero everywhere"
             else:
-                why = ("all gradients non-positive where the layer is active (the evidence argues "
-                       "against the target)")
-            out.append(f"{prefix}image {i} (target {t}): {why}, map is all zeros")
-        flat = self.layer_maps.flatten(1)
+                why = self._no_evidence_reason()
+            out.append(f"{prefix}image {i} (target {int(self.targets[i])}): {why}, map is all zeros")
+        flat = self._peak_maps().flatten(1)
         const = (~self.all_zero) & (flat.amax(1) == flat.amin(1))
         for i in torch.nonzero(const).flatten().tolist():
             out.append(f"{prefix}image {i} (target {int(self.targets[i])}): map is constant, "
                        "normalized to all ones")
         return out
+
+    # what :meth:`notes` says; a subclass for another method changes these
+    def _note_prefix(self) -> str:
+        return "" if self.head == "class" else f"head {self.head}, "
+
+    def _gradient_of(self) -> str:
+        return self.layer or "the layer"
+
+    def _no_evidence_reason(self) -> str:
+        return "all gradients non-positive where the layer is active (the evidence argues against the target)"
+
+    def _peak_maps(self) -> torch.Tensor:
+        """The maps whose constancy is reported (the layer-resolution maps)."""
+        return self.layer_maps
 
 
 def _parse_heads_and_batch(model: nn.Module, heads: Sequence[str] | str | None, batch_size: int,

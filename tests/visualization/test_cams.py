@@ -293,3 +293,19 @@ def test_registry():
         make_method("gradcam+++", model, None)
     with pytest.raises(ValueError):
         needs_layer("nope")
+
+
+def test_attribution_notes_name_the_method_and_reason():
+    from pipeline.visualization.cams import AttributionResult
+
+    maps = torch.zeros(3, 4, 4)
+    maps[2] = 0.5  # constant, not zero
+    res = AttributionResult(maps=maps, maps_normalized=maps, layer_maps=maps, targets=torch.tensor([1, 2, 3]),
+                            scores=torch.zeros(3), probs=torch.zeros(3), weights=None,
+                            all_zero=torch.tensor([True, True, False]), zero_grad=torch.tensor([True, False, False]),
+                            layer="input", head="angle", method="saliency", zero_reason="no evidence")
+    assert res.notes() == [
+        "head angle, saliency: image 0 (target 1): the gradient of the target score w.r.t. the input is zero "
+        "everywhere, map is all zeros",
+        "head angle, saliency: image 1 (target 2): no evidence, map is all zeros",
+        "head angle, saliency: image 2 (target 3): map is constant, normalized to all ones"]
