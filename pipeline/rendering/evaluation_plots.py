@@ -52,7 +52,8 @@ def plot_curves(curves: Mapping[str, np.ndarray], path: Path, title: str, ylabel
 
 def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.ndarray]], step_names: Sequence[str],
                  path: Path, title: str) -> Path:
-    """Rows: methods; columns: the input, then the map after each randomization step."""
+    """Rows: methods; columns: the input, then the map after each randomization step (a map
+    without a peak -- all zero or constant -- is drawn dark and labelled "blank")."""
     rows = len(maps_by_method)
     cols = len(step_names) + 1
     fig = Figure(figsize=(1.3 * cols, 1.4 * rows + 0.6))
@@ -61,9 +62,14 @@ def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.nda
     for r, (method, maps) in enumerate(maps_by_method.items()):
         axes[r, 0].imshow(rgb)
         axes[r, 0].set_ylabel(method, fontsize=7)
-        shown = normalize_each(np.stack([np.asarray(m) for m in maps]))
+        raw = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
+        blank = np.nanmax(raw.reshape(len(raw), -1), 1) <= np.nanmin(raw.reshape(len(raw), -1), 1)
+        shown = np.where(blank[:, None, None], 0.0, normalize_each(raw))  # a blank map is drawn as zeros
         for c, m in enumerate(shown, start=1):
             axes[r, c].imshow(m, cmap="jet", vmin=0, vmax=1)
+            if blank[c - 1]:
+                axes[r, c].text(0.5, 0.5, "blank", transform=axes[r, c].transAxes, ha="center", va="center",
+                                color="white", fontsize=6)
             if r == 0:
                 axes[r, c].set_title(step_names[c - 1], fontsize=6)
     for ax in axes.flat:

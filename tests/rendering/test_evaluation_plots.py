@@ -1,0 +1,42 @@
+"""The evaluate job's figures: valid PNGs; the cascade grid labels blank maps instead of
+drawing them as a uniform mid-colour."""
+import numpy as np
+from matplotlib.axes import Axes
+from PIL import Image
+
+from pipeline.rendering.evaluation_plots import plot_cascade, plot_curves, plot_scores
+
+RNG = np.random.default_rng(0)
+
+
+def _size(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_scores_and_curves(tmp_path):
+    rows = [{"method": "gradcam", "head": "angle", "pointing_game": 0.99},
+            {"method": "saliency", "head": "class", "pointing_game": None}]
+    assert _size(plot_scores(rows, "pointing_game", tmp_path / "s.png", "pg", chance=0.03))[0] > 100
+    curves = {"gradcam": RNG.random((4, 15)), "random order": RNG.random((4, 15))}
+    assert _size(plot_curves(curves, tmp_path / "sub" / "c.png", "deletion"))[0] > 100
+
+
+def test_cascade_grid_labels_blank_maps(tmp_path, monkeypatch):
+    texts = []
+    original = Axes.text
+
+    def spy(self, x, y, s, *args, **kwargs):
+        texts.append(s)
+        return original(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "text", spy)
+    image = RNG.random((3, 8, 8)).astype(np.float32)
+    maps = {"gradcam": [RNG.random((8, 8)), np.zeros((8, 8)), RNG.random((8, 8))],
+            "layercam": [RNG.random((8, 8)), np.full((8, 8), 2.0), RNG.random((8, 8))]}
+    w, h = _size(plot_cascade(image, maps, ["none", "top", "next"], tmp_path / "c.png", "cascade"))
+    assert texts.count("blank") == 2          # the zero map and the constant map
+    two_rows = _size(plot_cascade(image, {"gradcam": maps["gradcam"]}, ["none", "top", "next"],
+                                  tmp_path / "c1.png", "cascade"))
+    assert h > two_rows[1] and abs(w - two_rows[0]) < 20  # one row per method
