@@ -63,7 +63,8 @@ def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.nda
         axes[r, 0].imshow(rgb)
         axes[r, 0].set_ylabel(method, fontsize=7)
         raw = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
-        blank = np.nanmax(raw.reshape(len(raw), -1), 1) <= np.nanmin(raw.reshape(len(raw), -1), 1)
+        flat = raw.reshape(len(raw), -1)
+        blank = np.nanmax(flat, 1) <= np.nanmin(flat, 1)
         shown = np.where(blank[:, None, None], 0.0, normalize_each(raw))  # a blank map is drawn as zeros
         for c, m in enumerate(shown, start=1):
             axes[r, c].imshow(m, cmap="jet", vmin=0, vmax=1)

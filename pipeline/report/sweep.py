@@ -20,18 +20,15 @@ PAGE_COLUMNS = ["run", "dataset", "model", "method", "head", "layer", "pointing_
                 "mask_share", "deletion_auc", "deletion_auc_random", "sanity_top_layer", "sanity_pass"]
 
 
-def evaluation_rows(sweep_dir: Path) -> list[dict]:
-    """Every run's ``evaluation.json`` rows, each with the run's name, dataset and model added."""
-    rows = []
-    for sub in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
-        table, summary = sub / "evaluation.json", sub / "summary.json"
-        if not (table.is_file() and summary.is_file()):
-            continue
-        s = json.loads(summary.read_text())
-        for r in json.loads(table.read_text()):
-            rows.append({"run": sub.name, "dataset": s.get("dataset"), "model": s.get("model"),
-                         **{k: v for k, v in r.items() if not isinstance(v, (list, dict))}})
-    return rows
+def evaluation_rows(run_dir: Path, summary: dict) -> list[dict]:
+    """A run's ``evaluation.json`` rows (none if it has no such file), each with the run's name,
+    dataset and model added; list-valued columns stay in the run's own JSON."""
+    table = Path(run_dir) / "evaluation.json"
+    if not table.is_file():
+        return []
+    return [{"run": Path(run_dir).name, "dataset": summary.get("dataset"), "model": summary.get("model"),
+             **{k: v for k, v in r.items() if not isinstance(v, (list, dict))}}
+            for r in json.loads(table.read_text())]
 
 
 def write_evaluation_csv(path: Path, rows: list[dict]) -> Path:
@@ -47,11 +44,12 @@ def write_evaluation_csv(path: Path, rows: list[dict]) -> Path:
 
 def write_index_for(sweep_dir: Path, title: str = "") -> Path | None:
     sweep_dir = Path(sweep_dir)
-    runs = []
+    runs, scores = [], []
     for sub in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
         summary = sub / "summary.json"
         if summary.is_file():
             s = json.loads(summary.read_text())
+            scores += evaluation_rows(sub, s)
             runs.append({"label": sub.name, "href": str(sub / "index.html"),
                          "summary": {"job": s.get("job"), "dataset": s.get("dataset"), "model": s.get("model"),
                                      "images": s.get("images"),
@@ -61,7 +59,6 @@ def write_index_for(sweep_dir: Path, title: str = "") -> Path | None:
     if not runs:
         return None
     sections = []
-    scores = evaluation_rows(sweep_dir)
     if scores:
         write_evaluation_csv(sweep_dir / "evaluation.csv", scores)
         sections.append(Section(
