@@ -43,7 +43,26 @@ def _example(key: str) -> str:
     return {"data.batch_size": "128", "trainer.max_epochs": "3", "model.optimizer.lr": "0.001"}.get(key, "1")
 
 
+#: What to pass for a required (``???``) config value, by key.
+REQUIRED_HINTS = {
+    "data.root": "data.root=DIR (dataset=lines_folder: the folder of class folders L_W_A_C/, e.g. the "
+                 "course's classes/, or of L_W_A_C_<id>.jpg files)",
+    "ckpt": "ckpt=PATH (a checkpoint written by train.py, e.g. outputs/train/lines/multihead/<time>/checkpoints/best.ckpt)",
+}
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Required values (``???`` in the YAML) that were not given: one message naming what to pass."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not str(k).startswith("hydra"))
+    if missing:
+        hints = "; ".join(f"pass {REQUIRED_HINTS.get(k, f'{k}=...')}" for k in missing)
+        raise ConfigError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: {hints}")
+
+
 def validate_train_config(cfg: DictConfig) -> None:
+    check_required(cfg)
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "data.eval_batch_size", required=False)
     _positive_int(cfg, "trainer.max_epochs", allow=(-1,))
@@ -53,6 +72,12 @@ def validate_train_config(cfg: DictConfig) -> None:
     seed = _get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed={seed!r} is invalid: it must be an integer, e.g. seed=0")
+    test_fraction = _get(cfg, "data.test_fraction")
+    if isinstance(test_fraction, (int, float)) and not isinstance(test_fraction, bool) and test_fraction >= 1.0:
+        raise ConfigError(
+            f"data.test_fraction={test_fraction} leaves no images to train on: it is for testing a trained "
+            f"checkpoint on every image, with eval.py: python eval.py ckpt=PATH dataset={_get(cfg, 'data.name')} "
+            f"data.test_fraction=1.0 [data.root=DIR]. To train, keep it below 1 (default 0.4).")
 
 
 def check_model_fits_data(model_name: str, head_classes: dict, data_name: str, data_heads, num_classes: int) -> None:
@@ -76,10 +101,12 @@ def check_model_fits_data(model_name: str, head_classes: dict, data_name: str, d
 # `data.batch_size=abc` or `data.per_clas=5` fail at composition with Hydra's own message.
 # The YAML files extend them (`defaults: [base_lines, _self_]`); range checks stay above.
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any, List, Optional  # noqa: E402
+from typing import Any, Dict, List, Optional  # noqa: E402
 
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import MISSING  # noqa: E402
+
+from pipeline.data.line_styles import Augment  # noqa: E402
 
 
 @dataclass
@@ -94,11 +121,32 @@ class DataSchema:
     split_seed: int = 0
 
 
+_AUG = Augment()  # the defaults live in one place: pipeline/data/line_styles.py
+
+
+@dataclass
+class AugmentSchema:
+    """data.augment: domain randomization of the training images (pipeline/data/line_styles.py)."""
+    enabled: bool = _AUG.enabled
+    brightness: List[float] = field(default_factory=lambda: list(_AUG.brightness))
+    blur: List[float] = field(default_factory=lambda: list(_AUG.blur))
+    hard_edges: float = _AUG.hard_edges
+    jpeg_quality: List[int] = field(default_factory=lambda: list(_AUG.jpeg_quality))
+    jpeg_420: float = _AUG.jpeg_420
+    no_jpeg: float = _AUG.no_jpeg
+    width_jitter: List[float] = field(default_factory=lambda: list(_AUG.width_jitter))
+    length_jitter: List[float] = field(default_factory=lambda: list(_AUG.length_jitter))
+    angle_jitter: float = _AUG.angle_jitter
+    uniform_position: float = _AUG.uniform_position
+
+
 @dataclass
 class LinesDataSchema(DataSchema):
     per_class: int = 1000
     generator_seed: int = 0
     margin: float = 1.0
+    style: str = "course"
+    augment: AugmentSchema = field(default_factory=AugmentSchema)
     test_fraction: float = 0.4
     val_fraction: float = 0.1
     cache_dir: Optional[str] = None
@@ -119,6 +167,16 @@ class IdxDataSchema(DataSchema):
 
 
 @dataclass
+class LinesFolderDataSchema(DataSchema):
+    """dataset=lines_folder: the lines classes read from image files (pipeline/data/lines_folder.py)."""
+    root: str = MISSING
+    test_fraction: float = 0.4
+    val_fraction: float = 0.1
+    cache_dir: Optional[str] = None
+    progress: bool = True
+
+
+@dataclass
 class TrainSchema:
     task: str = "train"
     seed: int = 0
@@ -130,6 +188,17 @@ class TrainSchema:
     callbacks: Any = field(default_factory=dict)
     logger: Any = field(default_factory=dict)
     paths: Any = MISSING
+
+
+@dataclass
+class ProbeSchema:
+    """probe: the shortcut probe (job=probe, pipeline/evaluation/probe.py); values in conf/visualize.yaml.
+    Factor names and levels are checked by the job (a clear message listing the valid factors)."""
+    num_images: int = MISSING
+    only: Optional[List[str]] = None
+    min_drop: float = MISSING
+    ok_accuracy: float = MISSING
+    factors: Dict[str, List[Any]] = MISSING
 
 
 @dataclass
@@ -152,6 +221,17 @@ class VisualizeSchema:
     gradcam: Any = MISSING
     method_params: Any = field(default_factory=dict)
     evaluate: Any = MISSING
+    probe: ProbeSchema = field(default_factory=ProbeSchema)
+
+
+@dataclass
+class EvalSchema:
+    task: str = "eval"
+    ckpt: str = MISSING
+    accelerator: str = "cpu"
+    progress_bar: bool = False
+    data: Any = MISSING
+    paths: Any = MISSING
 
 
 def register_configs() -> None:
@@ -161,3 +241,5 @@ def register_configs() -> None:
     cs.store(name="visualize_schema", node=VisualizeSchema)
     cs.store(group="dataset", name="base_lines", node=LinesDataSchema, package="data")
     cs.store(group="dataset", name="base_idx", node=IdxDataSchema, package="data")
+    cs.store(group="dataset", name="base_lines_folder", node=LinesFolderDataSchema, package="data")
+    cs.store(name="eval_schema", node=EvalSchema)

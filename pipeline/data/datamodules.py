@@ -126,16 +126,21 @@ class InMemoryDataModule(pl.LightningDataModule):
 
 class LinesDataModule(InMemoryDataModule):
     """The generated lines dataset (96 classes), course split 60% train / 40% test, stratified,
-    with a validation slice carved from train."""
+    with a validation slice carved from train. ``style`` is how the lines are drawn
+    (:data:`pipeline.data.line_styles.STYLES`); with ``augment`` enabled, the training images are
+    drawn with randomized factors (:class:`pipeline.data.line_styles.Augment`), the validation
+    and test images in the style itself."""
 
     name = "lines"
     channels = 3
 
     def __init__(self, per_class: int = 1000, generator_seed: int = 0, image_size: int = 28,
                  margin: float = 1.0, test_fraction: float = 0.4, val_fraction: float = 0.1,
+                 style: str = "sheet", augment=None,
                  cache_dir: str | None = None, progress: bool = True, name: str = "lines", **kwargs):
         super().__init__(**kwargs)
         from pipeline.data import lines
+        from pipeline.data.line_styles import Augment, get_style
 
         _check_positive("per_class", per_class)
         _check_fraction("test_fraction", test_fraction)
@@ -146,25 +151,48 @@ class LinesDataModule(InMemoryDataModule):
         self.per_class, self.generator_seed = int(per_class), int(generator_seed)
         self.image_size, self.margin = int(image_size), float(margin)
         self.test_fraction, self.val_fraction = float(test_fraction), float(val_fraction)
+        self.style = get_style(style).name
+        self.augment = Augment.from_config(augment)
         self.cache_dir, self.progress = cache_dir, progress
         self.class_names = lines.class_names()
         self.heads = dict(lines.HEADS)
         self._check_declared()
 
     def load_splits(self):
-        from pipeline.data.lines import generate_lines
+        from pipeline.data.lines import NUM_CLASSES, generate_lines
         from pipeline.data.lines_cache import load_or_generate_lines
 
-        kw = dict(per_class=self.per_class, seed=self.generator_seed, image_size=self.image_size,
-                  margin=self.margin, progress=self.progress)
-        arrays = load_or_generate_lines(self.cache_dir, **kw) if self.cache_dir else generate_lines(**kw)
+        labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), self.per_class)
         rng = np.random.default_rng(self.split_seed)
-        train_idx, test_idx = stratified_split(arrays.labels, 1.0 - self.test_fraction, rng)
-        fit_idx, val_idx = stratified_split(arrays.labels[train_idx], 1.0 - self.val_fraction, rng)
+        train_idx, test_idx = stratified_split(labels, 1.0 - self.test_fraction, rng)
+        fit_idx, val_idx = stratified_split(labels[train_idx], 1.0 - self.val_fraction, rng)
+        fit_idx, val_idx = train_idx[fit_idx], train_idx[val_idx]
+        augmented = None
+        if self.augment is not None:
+            augmented = np.zeros(len(labels), dtype=bool)
+            augmented[fit_idx] = True
+        kw = dict(per_class=self.per_class, seed=self.generator_seed, image_size=self.image_size,
+                  margin=self.margin, progress=self.progress, style=self.style, augment=self.augment,
+                  augmented=augmented)
+        arrays = load_or_generate_lines(self.cache_dir, **kw) if self.cache_dir else generate_lines(**kw)
         full = Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels.astype(np.int64)),
                      torch.from_numpy(arrays.masks))
-        self.split_indices = {"train": train_idx[fit_idx], "val": train_idx[val_idx], "test": test_idx}
-        return full.subset(train_idx[fit_idx]), full.subset(train_idx[val_idx]), full.subset(test_idx)
+        self.split_indices = {"train": fit_idx, "val": val_idx, "test": test_idx}
+        return full.subset(fit_idx), full.subset(val_idx), full.subset(test_idx)
+
+    def render_params(self, split: str = "test"):
+        """The drawing parameters (:class:`~pipeline.data.line_styles.RenderParams`) of a split's
+        images in the style, in split order: change a field and :func:`~pipeline.data.line_styles.render`
+        to redraw the same lines another way (the shortcut probe does). Validation and test images
+        are drawn exactly so; training images, when augmented, were drawn with randomized factors."""
+        from pipeline.data.line_styles import draw_params, get_style
+        from pipeline.data.lines import NUM_CLASSES
+
+        if not self.split_indices:
+            self.setup()
+        labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), self.per_class)
+        params = draw_params(labels, get_style(self.style), self.generator_seed, self.image_size, self.margin)
+        return params.subset(self.split_indices[split])
 
 
 class IdxDataModule(InMemoryDataModule):

@@ -3,7 +3,7 @@
 Four variations, labelled in this order (the order of :data:`HEADS`):
 
 ==========  ==========================================  =====================
-variation   values                                      label index
+variation   values (as the course sheet defines them)      label index
 ==========  ==========================================  =====================
 length      7 px (short), 15 px (long)                  0, 1
 width       1 px (thin), 3 px (thick)                   0, 1
@@ -14,10 +14,13 @@ colour      red, blue                                   0, 1
 96 classes; ``class = ((length * 2 + width) * 12 + angle) * 2 + colour`` and the class
 name is ``"length_width_angle_colour"`` (``"1_1_9_0"``: long, thick, red, 135 degrees).
 Within a class the only variation is a continuous (sub-pixel) translation of the line's
-centre.
+centre. This module holds the vocabulary (heads, labels, class names), the hard-edged
+rasterization rule below and :func:`generate_lines`; how a style draws (soft edges, blur,
+brightness, JPEG, where centres fall) and the training-time randomization live in
+:mod:`pipeline.data.line_styles`.
 
-Rasterization rule
-------------------
+Rasterization rule (the ``sheet`` style, and hard-edged lines of any style)
+---------------------------------------------------------------------------
 Pixel (row ``r``, column ``c``) has its centre at ``x = c``, ``y = r`` (y points down).
 A line with centre ``p0``, angle ``a``, length ``L`` and width ``W`` is the rectangle
 with direction ``u = (cos a, -sin a)`` and normal ``n = (sin a, cos a)`` (in (x, y);
@@ -31,8 +34,8 @@ Valid centres: with the rectangle's half-extents ``hx = |L/2 cos a| + |W/2 sin a
 pixel at least ``margin`` away from the border (with the default ``margin=1`` no pixel
 of the border rows/columns is ever lit).
 
-Images are ``uint8 [N, 3, S, S]``: 255 in the colour's channel on lit pixels, 0
-elsewhere. Samples come in class-major order (all of class 0, then class 1, ...).
+Images are ``uint8 [N, 3, S, S]``: the line in its colour's channel, 0 elsewhere (``sheet``:
+255 on lit pixels). Samples come in class-major order (all of class 0, then class 1, ...).
 Generation is deterministic for a seed (``np.random.default_rng(seed)``) and
 independent of the chunking used to vectorize it.
 """
@@ -59,8 +62,6 @@ HEADS: dict[str, int] = {
     "colour": len(COLOURS),
 }
 NUM_CLASSES: int = math.prod(HEADS.values())  # 96
-
-_CHUNK = 4096  # images rasterized per vectorized step
 
 
 def encode_label(length, width, angle, colour):
@@ -129,15 +130,6 @@ class LinesArrays:
         return int(self.images.shape[-1])
 
 
-def _half_extents(angles_deg, lengths, widths) -> tuple[np.ndarray, np.ndarray]:
-    a = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
-    half_l = np.asarray(lengths, dtype=np.float64) / 2
-    half_w = np.asarray(widths, dtype=np.float64) / 2
-    hx = np.abs(half_l * np.cos(a)) + np.abs(half_w * np.sin(a))
-    hy = np.abs(half_l * np.sin(a)) + np.abs(half_w * np.cos(a))
-    return hx, hy
-
-
 def rasterize_lines(centres_xy, angles_deg, lengths, widths, image_size: int) -> np.ndarray:
     """Boolean masks ``[N, S, S]`` of the lines, by the rule in the module docstring.
 
@@ -161,59 +153,39 @@ def rasterize_lines(centres_xy, angles_deg, lengths, widths, image_size: int) ->
 
 
 def generate_lines(per_class: int = 1000, seed: int = 0, image_size: int = 28,
-                   margin: float = 1.0, progress: bool = True) -> LinesArrays:
-    """Generate ``per_class`` random translations of each of the 96 classes.
+                   margin: float = 1.0, progress: bool = True, style: str = "sheet",
+                   augment=None, augmented=None) -> LinesArrays:
+    """Generate ``per_class`` random translations of each of the 96 classes, drawn in ``style``
+    (``"sheet"``: the rule above; ``"course"``: like the course's JPEG files, see
+    :mod:`pipeline.data.line_styles`). ``augment`` (an :class:`~pipeline.data.line_styles.Augment`)
+    randomizes how the images where ``augmented`` is True are drawn.
 
-    Deterministic for ``seed``; class-major order; see the module docstring for the rule.
+    Deterministic for ``seed``; class-major order.
     """
+    from pipeline.data.line_styles import draw_params, get_style, render
+
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class)
-    parts = decode_label(labels)
-    lengths = np.asarray(LENGTHS_PX, dtype=np.float64)[parts["length"]]
-    widths = np.asarray(WIDTHS_PX, dtype=np.float64)[parts["width"]]
-    angles = np.asarray(ANGLES_DEG, dtype=np.float64)[parts["angle"]]
-    channels = np.asarray([int(np.argmax(COLOUR_RGB[c])) for c in COLOURS])[parts["colour"]]
-
-    hx, hy = _half_extents(angles, lengths, widths)
-    lo = np.stack([margin + hx, margin + hy], axis=1)
-    hi = np.stack([image_size - 1 - margin - hx, image_size - 1 - margin - hy], axis=1)
-    if np.any(hi < lo):
-        raise ValueError(f"a line does not fit in a {image_size}px image with margin {margin}")
-    rng = np.random.default_rng(seed)
-    centres = (lo + rng.random((len(labels), 2)) * (hi - lo)).astype(np.float32)
-
-    n = len(labels)
-    images = np.zeros((n, 3, image_size, image_size), dtype=np.uint8)
-    masks = np.empty((n, image_size, image_size), dtype=bool)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n, desc="Generating lines", unit="img")
-    try:
-        for start in range(0, n, _CHUNK):
-            sl = slice(start, min(start + _CHUNK, n))
-            m = rasterize_lines(centres[sl], angles[sl], lengths[sl], widths[sl], image_size)
-            masks[sl] = m
-            idx = np.arange(sl.start, sl.stop)
-            images[idx, channels[sl]] = m.astype(np.uint8) * np.uint8(255)
-            if bar is not None:
-                bar.update(sl.stop - sl.start)
-    finally:
-        if bar is not None:
-            bar.close()
-    return LinesArrays(images=images, masks=masks, labels=labels, centres=centres)
+    params = draw_params(labels, get_style(style), seed, image_size, margin, augment, augmented)
+    images, masks = render(params, image_size, progress=progress)
+    return LinesArrays(images=images, masks=masks, labels=labels, centres=params.centres.astype(np.float32))
 
 
-def export_jpegs(arrays: LinesArrays, out_dir, limit: int | None = None) -> list[Path]:
-    """Write images as ``L_W_A_C_ID.jpg`` (the course's naming) and return the paths.
+def export_jpegs(arrays: LinesArrays, out_dir, limit: int | None = None, layout: str = "folders") -> list[Path]:
+    """Write images as JPEG files named like the course's and return the paths.
 
+    ``layout="folders"`` (the default, the course's layout, what ``dataset=lines_folder`` reads):
+    ``<out_dir>/<L_W_A_C>/<L_W_A_C>_<ID>.jpg``; ``layout="flat"``: ``<out_dir>/<L_W_A_C>_<ID>.jpg``.
     ``ID`` is the running index of the image within its class (in array order).
     ``limit``: at most this many images of each class (all when None). JPEG quality 95
     without chroma subsampling, so the thin coloured lines keep their colour.
     """
     from PIL import Image
 
+    if layout not in ("folders", "flat"):
+        raise ValueError(f"layout={layout!r} is invalid: use 'folders' (<out>/L_W_A_C/L_W_A_C_ID.jpg) "
+                         f"or 'flat' (<out>/L_W_A_C_ID.jpg)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = class_names()
@@ -225,7 +197,9 @@ def export_jpegs(arrays: LinesArrays, out_dir, limit: int | None = None) -> list
         counts[label] += 1
         if limit is not None and ident >= limit:
             continue
-        path = out / f"{names[label]}_{ident}.jpg"
+        folder = out / names[label] if layout == "folders" else out
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{names[label]}_{ident}.jpg"
         hwc = np.ascontiguousarray(np.transpose(arrays.images[i], (1, 2, 0)))
         Image.fromarray(hwc).save(path, format="JPEG", quality=95, subsampling=0)
         paths.append(path)

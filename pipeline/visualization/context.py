@@ -85,6 +85,20 @@ def load_module(ckpt: Path, device: torch.device):
                           f"Use a .ckpt written by train.py (outputs/train/.../checkpoints/best.ckpt).") from exc
 
 
+def _warn_other_style(run_dir: Path | None, datamodule) -> None:
+    """A lines model looked at with test images of another drawing style than it was trained on
+    still works, but the user should know which images they are seeing."""
+    style = getattr(datamodule, "style", None)
+    if style is None or run_dir is None or not (run_dir / "config.yaml").is_file():
+        return
+    from omegaconf import OmegaConf
+
+    trained = OmegaConf.load(run_dir / "config.yaml").get("data", {}).get("style", "sheet")
+    if trained != style:
+        log.warning("this model was trained on data.style=%s; the test images here are data.style=%s "
+                    "(pass data.style=%s to look at its own test set)", trained, style, trained)
+
+
 def load_context(cfg: DictConfig) -> VisContext:
     from pipeline.models.summary import layer_table
 
@@ -105,6 +119,7 @@ def load_context(cfg: DictConfig) -> VisContext:
             f"but dataset={datamodule.name} ({datamodule.num_classes} classes) was asked for: "
             f"pass dataset={trained_on} or a checkpoint trained on {datamodule.name}")
     net = module.net.to(device).eval()
+    _warn_other_style(run_dir, datamodule)
     datamodule.setup("test")
     train_metrics = None
     if run_dir is not None and (run_dir / "test_metrics.json").is_file():

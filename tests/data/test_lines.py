@@ -331,7 +331,7 @@ def test_export_jpegs(tmp_path):
     assert len(all_paths) == 192
     assert {p.name for p in all_paths} == {f"{n}_{i}.jpg" for n in names for i in (0, 1)}
     # File i of a class is that class's i-th image.
-    with Image.open(tmp_path / "all" / f"{names[5]}_1.jpg") as im:
+    with Image.open(tmp_path / "all" / names[5] / f"{names[5]}_1.jpg") as im:  # the default layout: class folders
         arr = np.asarray(im).astype(int)
     expected = a.images[5 * 2 + 1].transpose(1, 2, 0).astype(int)
     assert np.abs(arr - expected).mean() < 10

@@ -9,9 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
+import pipeline.data.array_cache as array_cache
 import pipeline.data.lines_cache as lc
 from pipeline.data.lines import generate_lines
-from pipeline.data.lines_cache import GENERATOR_VERSION, cache_path, load_or_generate_lines
+from pipeline.data.line_styles import Augment
+from pipeline.data.lines_cache import GENERATOR_VERSION, cache_params, cache_path, load_or_generate_lines
 
 PER_CLASS = 2
 SEED = 4
@@ -41,7 +43,7 @@ def fresh():
 def cached(tmp_path):
     cache_dir = tmp_path / "nested" / "cache"  # created on demand
     arrays = load_or_generate_lines(cache_dir, per_class=PER_CLASS, seed=SEED, progress=False)
-    return cache_dir, arrays, cache_path(cache_dir, PER_CLASS, SEED, 28, 1.0)
+    return cache_dir, arrays, cache_path(cache_dir, cache_params(PER_CLASS, SEED, 28, 1.0))
 
 
 def _load(cache_dir):
@@ -53,12 +55,31 @@ def _only_cache_file_left(cache_dir, path):
 
 
 def test_cache_path_encodes_parameters(tmp_path):
-    base = cache_path(tmp_path, 1000, 0, 28, 1.0)
+    def path(*args, **kwargs):
+        return cache_path(tmp_path, cache_params(*args, **kwargs))
+
+    base = path(1000, 0, 28, 1.0)
     assert base.parent == tmp_path and base.suffix == ".h5"
     assert f"v{GENERATOR_VERSION}" in base.name
-    others = {cache_path(tmp_path, 999, 0, 28, 1.0), cache_path(tmp_path, 1000, 1, 28, 1.0),
-              cache_path(tmp_path, 1000, 0, 32, 1.0), cache_path(tmp_path, 1000, 0, 28, 1.5)}
-    assert base not in others and len(others) == 4
+    marked = np.zeros(96 * 1000, dtype=bool)
+    other_marked = marked.copy()
+    other_marked[5] = True
+    others = {path(999, 0, 28, 1.0), path(1000, 1, 28, 1.0), path(1000, 0, 32, 1.0), path(1000, 0, 28, 1.5),
+              path(1000, 0, 28, 1.0, style="course"),
+              path(1000, 0, 28, 1.0, augment=Augment(), augmented=marked),
+              path(1000, 0, 28, 1.0, augment=Augment(), augmented=other_marked),
+              path(1000, 0, 28, 1.0, augment=Augment(blur=(0.0, 0.5)), augmented=marked)}
+    assert base not in others and len(others) == 8
+
+
+def test_course_style_with_augmentation_round_trips(tmp_path, monkeypatch):
+    marked = np.zeros(96 * PER_CLASS, dtype=bool)
+    marked[::2] = True
+    kw = dict(per_class=PER_CLASS, seed=SEED, progress=False, style="course", augment=Augment(), augmented=marked)
+    first = load_or_generate_lines(tmp_path, **kw)
+    _assert_same(first, generate_lines(**kw))
+    _forbid_generation(monkeypatch)
+    _assert_same(load_or_generate_lines(tmp_path, **kw), first)
 
 
 def test_first_call_generates_second_loads(cached, fresh, monkeypatch):
@@ -83,7 +104,7 @@ def _corrupt_and_check(cache_dir, path, fresh, caplog, monkeypatch, expect_in_me
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lc, "generate_lines", counting)
-    with caplog.at_level(logging.WARNING, logger="pipeline.data.lines_cache"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.array_cache"):
         again = _load(cache_dir)
     assert len(calls) == 1, "a corrupt cache must be regenerated"
     _assert_same(again, fresh)
@@ -149,7 +170,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lc.os, "replace", fail)
+    monkeypatch.setattr(array_cache.os, "replace", fail)
     with pytest.raises(KeyboardInterrupt):
         _load(tmp_path)
     assert os.listdir(tmp_path) == []

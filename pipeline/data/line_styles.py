@@ -1,0 +1,300 @@
+"""How a line is drawn: the two styles, the training-time randomization, per-image parameters.
+
+A :class:`LineStyle` is a nominal way of drawing the 96 classes:
+
+* ``sheet``: the course sheet taken literally: 7 / 15 px long, 1 / 3 px wide, hard edges
+  (a pixel is lit when its centre lies inside the line's rectangle), full brightness, no
+  compression, the centre uniform over the positions that keep the line ``margin`` px from
+  the border. Exact masks; byte-identical to the generator before styles existed.
+* ``course``: what the course's distributed JPEG files look like, measured from their
+  pixels (lengths 8.8 / 16.8 px, widths 2.4 / 4.1 px as ``sqrt(12 x second moment)``, soft
+  edges, brightest pixel about 175-255, centres biased up and left: x 12.4 +- 3.3, y 10.5 +- 2.9).
+  Reproduced here by anti-aliased cores of 9 / 17 px by 1.4 / 3.8 px with a 0.6 px Gaussian
+  blur, brightness 0.85-1.0 and a JPEG round trip at quality 85 (the benchmark
+  ``bench_course_lines.py`` prints the same measurements for both).
+
+:class:`Augment` is the domain randomization for training images: every factor that differs
+between ways of drawing "a thin short red line at 30 degrees" (brightness, blur, hard or soft
+edges, JPEG quality and chroma subsampling, sub-pixel length/width/angle, position) is drawn
+per image from a documented range, so a model cannot lean on any one of them (a model trained
+on ``sheet`` alone judges length by total brightness).
+
+:func:`draw_params` turns labels + style (+ augmentation) into :class:`RenderParams`, one
+value per image; :func:`render` draws them. Both are vectorized and deterministic for a seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+from pipeline.data.lines import (ANGLES_DEG, COLOUR_RGB, COLOURS, LENGTHS_PX, WIDTHS_PX, decode_label,
+                                 rasterize_lines)
+from pipeline.data.line_render import PIXEL_VARIANCE, jpeg_roundtrip, line_coverage
+
+#: An anti-aliased pixel belongs to the ground-truth mask when the line covers at least this share of it.
+MASK_COVERAGE = 0.25
+#: The narrowest anti-aliased line drawn (px); hard-edged lines are at least 1 px wide.
+MIN_SOFT_WIDTH = 0.6
+#: Anti-aliased lines keep this many filter sigmas of their soft edge inside the margin.
+_EDGE_SIGMAS = 1.0
+_CHUNK = 4096  # images rendered per vectorized step
+
+
+@dataclass(frozen=True)
+class LineStyle:
+    name: str
+    lengths: tuple[float, float]              # core length (px) of short, long
+    widths: tuple[float, float]               # core width (px) of thin, thick
+    anti_alias: bool                          # soft (area-filtered) edges, else hard pixel-centre rule
+    blur: float                               # Gaussian sigma (px) on top of the anti-aliasing
+    brightness: tuple[float, float]           # intensity scale, uniform in [lo, hi]
+    jpeg_quality: int | None                  # JPEG round trip at this quality (None: no compression)
+    jpeg_subsampling: str = "4:4:4"
+    centre_mean: tuple[float, float] | None = None   # (x, y) of a normal centre distribution, truncated
+    centre_sd: tuple[float, float] | None = None     # to the valid positions; None: uniform over them
+
+
+STYLES: dict[str, LineStyle] = {
+    "sheet": LineStyle("sheet", lengths=LENGTHS_PX, widths=WIDTHS_PX, anti_alias=False, blur=0.0,
+                       brightness=(1.0, 1.0), jpeg_quality=None),
+    "course": LineStyle("course", lengths=(9.0, 17.0), widths=(1.4, 3.8), anti_alias=True, blur=0.6,
+                        brightness=(0.85, 1.0), jpeg_quality=85, jpeg_subsampling="4:4:4",
+                        centre_mean=(11.6, 8.6), centre_sd=(4.5, 3.6)),
+}
+
+
+def get_style(name: str) -> LineStyle:
+    if name not in STYLES:
+        raise ValueError(f"data.style={name!r} is invalid: valid styles are {', '.join(STYLES)}")
+    return STYLES[name]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Per-image randomization ranges for training images (``data.augment.*``)."""
+
+    enabled: bool = True
+    brightness: tuple[float, float] = (0.55, 1.0)    # intensity scale (replaces the style's range)
+    blur: tuple[float, float] = (0.0, 0.9)           # Gaussian sigma, px (replaces the style's blur)
+    hard_edges: float = 0.25                         # share of images drawn with hard edges
+    jpeg_quality: tuple[int, int] = (55, 98)         # JPEG quality, uniform integers
+    jpeg_420: float = 0.5                            # share of JPEGs with 4:2:0 chroma subsampling (else 4:4:4)
+    no_jpeg: float = 0.1                             # share of images left uncompressed
+    width_jitter: tuple[float, float] = (-0.8, 0.5)  # px added to the style's core width
+    length_jitter: tuple[float, float] = (-1.5, 1.0)  # px added to the style's core length
+    angle_jitter: float = 1.5                        # degrees, uniform in [-a, a]
+    uniform_position: float = 0.5                    # share of centres uniform over the valid positions
+
+    def __post_init__(self) -> None:
+        def check_range(name, lo_min, hi_max):
+            lo, hi = getattr(self, name)
+            if not (lo_min <= lo <= hi <= hi_max):
+                raise ValueError(f"data.augment.{name}=[{lo}, {hi}] is invalid: it must be a range "
+                                 f"[lo, hi] with {lo_min} <= lo <= hi <= {hi_max}")
+
+        check_range("brightness", 0.05, 1.0)
+        check_range("blur", 0.0, 3.0)
+        check_range("jpeg_quality", 1, 100)
+        check_range("width_jitter", -0.9, 3.0)
+        check_range("length_jitter", -5.0, 5.0)
+        for name in ("hard_edges", "jpeg_420", "no_jpeg", "uniform_position"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"data.augment.{name}={v} is invalid: it must be a share in [0, 1]")
+        if not 0.0 <= self.angle_jitter <= 7.5:
+            raise ValueError(f"data.augment.angle_jitter={self.angle_jitter} is invalid: it must lie in "
+                             f"[0, 7.5] degrees (half the 15-degree step between angle classes)")
+
+    @classmethod
+    def from_config(cls, cfg) -> "Augment | None":
+        """From a mapping (``data.augment``); None or ``enabled: false`` gives None."""
+        if cfg is None:
+            return None
+        if isinstance(cfg, Augment):
+            return cfg if cfg.enabled else None
+        from omegaconf import OmegaConf
+
+        values = dict(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown data.augment keys {sorted(unknown)}; valid: {[f.name for f in fields(cls)]}")
+        for key, value in values.items():
+            if isinstance(value, (list, tuple)):
+                values[key] = tuple(value)
+        aug = cls(**values)
+        return aug if aug.enabled else None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RenderParams:
+    """Everything needed to draw each image (``[N]`` arrays; centres ``[N, 2]``)."""
+
+    labels: np.ndarray
+    centres: np.ndarray        # float64 (x, y)
+    angles: np.ndarray         # degrees
+    lengths: np.ndarray        # core length, px
+    widths: np.ndarray         # core width, px
+    blur: np.ndarray           # Gaussian sigma, px
+    anti_alias: np.ndarray     # bool
+    brightness: np.ndarray     # intensity scale
+    jpeg_quality: np.ndarray   # int, 0 = no JPEG round trip
+    jpeg_420: np.ndarray       # bool: 4:2:0 chroma subsampling
+    channels: np.ndarray       # int: RGB channel of the colour
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx) -> "RenderParams":
+        return RenderParams(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def replace(self, **changes) -> "RenderParams":
+        return dataclasses.replace(self, **changes)
+
+
+def edge_extent(anti_alias, blur) -> np.ndarray:
+    """How far (px) a line's visible edge reaches beyond its rectangle."""
+    sigma = np.sqrt(PIXEL_VARIANCE + np.asarray(blur, dtype=np.float64) ** 2)
+    return np.where(np.asarray(anti_alias), _EDGE_SIGMAS * sigma, 0.0)
+
+
+def valid_centre_range(angles, lengths, widths, extent, image_size: int, margin: float):
+    """(lo, hi) ``[N, 2]``: the centres that keep the line's visible extent ``margin`` px inside."""
+    a = np.deg2rad(np.asarray(angles, dtype=np.float64))
+    hx = np.abs(lengths / 2 * np.cos(a)) + np.abs(widths / 2 * np.sin(a)) + extent
+    hy = np.abs(lengths / 2 * np.sin(a)) + np.abs(widths / 2 * np.cos(a)) + extent
+    lo = np.stack([margin + hx, margin + hy], axis=1)
+    hi = np.stack([image_size - 1 - margin - hx, image_size - 1 - margin - hy], axis=1)
+    return lo, hi
+
+
+def _truncated_normal(u, lo, hi, mean, sd):
+    """Map uniforms ``u`` in [0, 1) to a normal(mean, sd) truncated to [lo, hi] (inverse CDF)."""
+    t = torch.as_tensor
+    a = torch.special.ndtr(t((lo - mean) / sd))
+    b = torch.special.ndtr(t((hi - mean) / sd))
+    z = torch.special.ndtri((a + t(u) * (b - a)).clamp(1e-12, 1 - 1e-12))
+    return np.clip((mean + sd * z.numpy()), lo, hi)
+
+
+def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margin: float = 1.0,
+                augment: Augment | None = None, augmented=None) -> RenderParams:
+    """Per-image drawing parameters for ``labels`` in ``style``; images where ``augmented`` is
+    True (default: none) draw their factors from ``augment`` instead. Deterministic for ``seed``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    parts = decode_label(labels)
+    rng = np.random.default_rng(seed)
+    u_centre = rng.random((n, 2))  # drawn first: the sheet style's centres are exactly the original generator's
+    aug = np.zeros(n, dtype=bool) if augment is None or augmented is None else np.asarray(augmented, dtype=bool)
+    if aug.shape != (n,):
+        raise ValueError(f"augmented must be a boolean array of {n} entries, got shape {aug.shape}")
+
+    lengths = np.asarray(style.lengths, dtype=np.float64)[parts["length"]]
+    widths = np.asarray(style.widths, dtype=np.float64)[parts["width"]]
+    angles = np.asarray(ANGLES_DEG, dtype=np.float64)[parts["angle"]]
+    blur = np.full(n, style.blur)
+    anti_alias = np.full(n, style.anti_alias)
+    brightness = np.full(n, style.brightness[0])
+    quality = np.full(n, style.jpeg_quality or 0, dtype=np.int64)
+    j420 = np.full(n, style.jpeg_subsampling == "4:2:0")
+    uniform_pos = np.full(n, style.centre_mean is None)
+    channels = np.asarray([int(np.argmax(COLOUR_RGB[c])) for c in COLOURS])[parts["colour"]]
+
+    if style.brightness[1] > style.brightness[0]:
+        brightness = rng.uniform(*style.brightness, n)
+    if aug.any():
+        a = augment
+        k = int(aug.sum())
+        brightness[aug] = rng.uniform(*a.brightness, k)
+        blur[aug] = rng.uniform(*a.blur, k)
+        anti_alias[aug] = rng.random(k) >= a.hard_edges
+        q = rng.integers(a.jpeg_quality[0], a.jpeg_quality[1] + 1, k)
+        quality[aug] = np.where(rng.random(k) < a.no_jpeg, 0, q)
+        j420[aug] = rng.random(k) < a.jpeg_420
+        widths[aug] = widths[aug] + rng.uniform(*a.width_jitter, k)
+        lengths[aug] = np.maximum(lengths[aug] + rng.uniform(*a.length_jitter, k), 1.0)
+        angles[aug] = angles[aug] + rng.uniform(-a.angle_jitter, a.angle_jitter, k)
+        uniform_pos[aug] = (rng.random(k) < a.uniform_position) | (style.centre_mean is None)
+        # hard-edged lines narrower than a pixel break into dots: no drawing program makes those
+        widths = np.where(anti_alias, np.maximum(widths, MIN_SOFT_WIDTH), np.maximum(widths, 1.0))
+
+    lo, hi = valid_centre_range(angles, lengths, widths, edge_extent(anti_alias, blur), image_size, margin)
+    if np.any(hi < lo):
+        raise ValueError(f"a line does not fit in a {image_size}px image with margin {margin}")
+    centres = lo + u_centre * (hi - lo)
+    normal = ~uniform_pos
+    if normal.any():
+        mean, sd = np.asarray(style.centre_mean), np.asarray(style.centre_sd)
+        centres[normal] = _truncated_normal(u_centre[normal], lo[normal], hi[normal], mean, sd)
+    if style.name == "sheet" and not aug.any():
+        centres = centres.astype(np.float32).astype(np.float64)  # the original generator's float32 centres
+    return RenderParams(labels=labels, centres=centres, angles=angles, lengths=lengths, widths=widths,
+                        blur=blur, anti_alias=anti_alias, brightness=brightness, jpeg_quality=quality,
+                        jpeg_420=j420, channels=channels)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
+    """Blur float ``[N, H, W]`` images, each with its own sigma (0 = unchanged), separably.
+    Returns ``images`` itself when no sigma is positive, else a new tensor."""
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (len(images),))
+    if not (sigma > 0).any():
+        return images
+    out = images.clone()
+    for s in np.unique(sigma[sigma > 0]):
+        idx = torch.as_tensor(np.flatnonzero(sigma == s))
+        r = max(1, int(math.ceil(3 * s)))
+        k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * s * s))
+        k = (k / k.sum()).to(images.dtype)
+        x = images[idx][:, None]
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1))
+        out[idx] = x[:, 0]
+    return out
+
+
+def render(params: RenderParams, image_size: int = 28, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the images: uint8 ``[N, 3, S, S]`` and their ground-truth masks bool ``[N, S, S]``.
+
+    Anti-aliased images: the coverage of :func:`~pipeline.data.line_render.line_coverage`,
+    mask = coverage >= :data:`MASK_COVERAGE`. Hard-edged images: the pixel-centre rule of
+    :func:`~pipeline.data.lines.rasterize_lines` (that is the mask), blurred afterwards when
+    their ``blur`` > 0. Then brightness, the colour channel, and the JPEG round trip.
+    """
+    n, s = len(params), image_size
+    images = np.zeros((n, 3, s, s), dtype=np.uint8)
+    masks = np.zeros((n, s, s), dtype=bool)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n, desc="Drawing lines", unit="img", disable=not progress)
+    for start in range(0, n, _CHUNK):
+        sl = slice(start, min(start + _CHUNK, n))
+        p = params.subset(sl)
+        cov = torch.zeros((len(p), s, s))
+        soft = np.flatnonzero(p.anti_alias)
+        hard = np.flatnonzero(~p.anti_alias)
+        if len(soft):
+            cov[soft] = line_coverage(p.centres[soft], p.angles[soft], p.lengths[soft], p.widths[soft],
+                                      p.blur[soft], s)
+        if len(hard):
+            m = rasterize_lines(p.centres[hard], p.angles[hard], p.lengths[hard], p.widths[hard], s)
+            cov[hard] = gaussian_blur(torch.from_numpy(m).float(), p.blur[hard])
+        mask = (cov >= MASK_COVERAGE).numpy()
+        if len(hard):
+            mask[hard] = m
+        masks[sl] = mask
+        value = np.rint(cov.numpy() * p.brightness[:, None, None] * 255).clip(0, 255).astype(np.uint8)
+        images[np.arange(sl.start, sl.stop), p.channels] = value
+        bar.update(len(p))
+    bar.close()
+    for sub, flag in (("4:2:0", True), ("4:4:4", False)):
+        idx = np.flatnonzero((params.jpeg_quality > 0) & (params.jpeg_420 == flag))
+        if len(idx):
+            images[idx] = jpeg_roundtrip(images[idx], params.jpeg_quality[idx], subsampling=sub)
+    return images, masks
