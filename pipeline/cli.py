@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from omegaconf.errors import MissingMandatoryValue
 
 from pipeline.errors import CnnvisError
 
@@ -31,9 +32,11 @@ def run_job(fn, cfg, objective=None):
     run_dir = _fresh_output_dir()
     try:
         result = fn(cfg)
-    except (CnnvisError, ValueError, FileNotFoundError, InstantiationException) as exc:
+    except (CnnvisError, ValueError, FileNotFoundError, InstantiationException, MissingMandatoryValue) as exc:
         if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, (ValueError, FileNotFoundError)):
             exc = exc.__cause__  # a datamodule/model argument check: report its own message
+        if isinstance(exc, MissingMandatoryValue):  # a required value (??? in the YAML) left unset
+            exc = _missing_value_error(cfg, exc)
         if run_dir is not None and run_dir.is_dir() and _only_hydra_files(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         if not isinstance(exc, CnnvisError) and not _is_user_error(exc):
@@ -43,6 +46,16 @@ def run_job(fn, cfg, objective=None):
         print(msg, file=sys.stderr)
         sys.exit(2)
     return objective(result) if objective else None
+
+
+def _missing_value_error(cfg, exc: Exception) -> Exception:
+    from pipeline.config import check_required
+
+    try:
+        check_required(cfg)
+    except CnnvisError as err:
+        return err
+    return exc
 
 
 def _is_user_error(exc: Exception) -> bool:

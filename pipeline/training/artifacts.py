@@ -13,26 +13,42 @@ from pipeline.models.multihead import head_class_names
 from pipeline.models.summary import format_layer_table, layer_table
 
 
-def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summary: dict) -> None:
-    from pipeline.rendering.training_plots import plot_confusion_matrix, plot_learning_curves, write_confusion_csv
+def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, checkpoint, test_images: int,
+                       class_names, extra: dict | None = None) -> dict:
+    """``test_metrics.json`` and ``confusion/<head>.png``/``.csv`` from a LitClassifier after
+    ``trainer.test`` (its ``test_results`` and ``test_confusion``): written by train.py and eval.py
+    alike. ``extra`` adds keys to the JSON. Returns the metrics written."""
+    from pipeline.rendering.training_plots import plot_confusion_matrix, write_confusion_csv
 
     run_dir = Path(run_dir)
-    test = summary["test"]
-    if test:
-        main = test.get(module.main_head, {})
-        metrics = {"dataset": datamodule.name, "model": cfg.model.name,
-                   "checkpoint": summary["best_checkpoint"], "test_images": len(datamodule.test),
-                   "accuracy": main.get("accuracy"), "f1_macro": main.get("f1_macro"), "heads": test}
-        (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
-        cm_dir = run_dir / "confusion"
-        cm_dir.mkdir(exist_ok=True)
-        for head, cm in module.test_confusion.items():
-            names = head_class_names(head, cm.shape[0], datamodule.class_names)
-            cm = cm.numpy()
-            write_confusion_csv(cm, names, cm_dir / f"{head}.csv")
-            acc = test.get(head, {}).get("accuracy", float("nan"))
-            plot_confusion_matrix(cm, names, cm_dir / f"{head}.png",
-                                  f"{cfg.model.name} on {datamodule.name}: {head} (test accuracy {acc:.2%})")
+    test = module.test_results
+    main = test.get(module.main_head, {})
+    metrics = {"dataset": dataset, "model": model_name, "checkpoint": None if checkpoint is None else str(checkpoint),
+               "test_images": int(test_images), "accuracy": main.get("accuracy"), "f1_macro": main.get("f1_macro"),
+               "heads": test, **(extra or {})}
+    cm_dir = run_dir / "confusion"
+    cm_dir.mkdir(parents=True, exist_ok=True)
+    for head, cm in module.test_confusion.items():
+        names = head_class_names(head, cm.shape[0], class_names)
+        cm = cm.numpy()
+        write_confusion_csv(cm, names, cm_dir / f"{head}.csv")
+        acc = test.get(head, {}).get("accuracy", float("nan"))
+        plot_confusion_matrix(cm, names, cm_dir / f"{head}.png",
+                              f"{model_name} on {dataset}: {head} (test accuracy {acc:.2%})")
+    tmp = run_dir / ".test_metrics.json.tmp"  # written last and renamed: never a half-written file
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(run_dir / "test_metrics.json")
+    return metrics
+
+
+def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summary: dict) -> None:
+    from pipeline.rendering.training_plots import plot_learning_curves
+
+    run_dir = Path(run_dir)
+    if summary["test"]:
+        write_test_results(run_dir, module, dataset=datamodule.name, model_name=cfg.model.name,
+                           checkpoint=summary["best_checkpoint"], test_images=len(datamodule.test),
+                           class_names=datamodule.class_names)
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.is_file():
         plot_learning_curves(metrics_csv, run_dir / "curves")

@@ -1,0 +1,364 @@
+"""The lines dataset from image files: the course's class folders, or an export of generated lines.
+
+Two layouts are read (``data.root=DIR``):
+
+* class folders (the course's ``classes/``): ``DIR/<L_W_A_C>/<L_W_A_C>_<id>.jpg``;
+* a flat folder: ``DIR/<L_W_A_C>_<id>.jpg`` (no subfolders).
+
+``L_W_A_C`` is a class name of :func:`pipeline.data.lines.class_names` (length 0/1, width 0/1,
+angle 0..11, colour 0/1), ``<id>`` a number; the extension is ``.jpg``, ``.jpeg`` or ``.png``
+(any case). Images are 28x28 RGB; palette and other RGB-convertible images are converted,
+greyscale and 4-channel (RGBA, CMYK) images are refused: a red or blue line cannot be read
+from them.
+
+Nothing is skipped silently: every name and every image is checked, all problems are
+collected and raised as one :class:`LinesFolderError` that lists the bad files. Only hidden
+files and folders (names starting with ``.``, e.g. ``.DS_Store``) are ignored.
+
+The images are decoded once and cached (:func:`pipeline.data.array_cache.load_or_build`)
+under a digest of the sorted relative paths, sizes and modification times of the files, so
+a changed, added or removed file invalidates the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.data import lines
+from pipeline.data.array_cache import load_or_build, params_digest
+from pipeline.data.datamodules import InMemoryDataModule, Split, stratified_split
+from pipeline.errors import CnnvisError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 28
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Bump whenever the reader's output for the same files changes (invalidates the caches).
+READER_VERSION = 1
+MAX_LISTED = 20
+
+_CLASS_INDEX = {name: i for i, name in enumerate(lines.class_names())}
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_ALPHA_MODES = {"RGBA", "RGBa", "RGBX", "CMYK", "PA"}
+
+EXPECTED = ("Expected: class folders named L_W_A_C (L length 0/1, W width 0/1, A angle 0..11, "
+            "C colour 0/1, e.g. 1_0_9_1/) holding files L_W_A_C_<id>.jpg|.jpeg|.png (<id> a number, the "
+            "folder's class as prefix), or a flat folder of such files; every image 28x28 RGB.")
+
+
+class LinesFolderError(CnnvisError, ValueError):
+    """The folder given as ``data.root`` cannot be read as a lines dataset; the message lists why."""
+
+
+@dataclass(frozen=True, eq=False)
+class LinesFolderArrays:
+    """The images of a lines folder, sorted by class, then by ``<id>`` (then by path)."""
+
+    images: np.ndarray      # uint8 [N, 3, 28, 28]
+    labels: np.ndarray      # int64 [N]
+    paths: list[str]        # file paths relative to the root, '/'-separated
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class _Scan:
+    root: Path
+    files: list[tuple[str, int, int]] = field(default_factory=list)   # (relative path, label, id) of well-named images
+    others: list[str] = field(default_factory=list)                   # image files with a bad name (still decoded)
+    problems: dict[str, list[str]] = field(default_factory=dict)      # relative path -> reasons
+
+    def add(self, rel: str, reason: str) -> None:
+        self.problems.setdefault(rel, []).append(reason)
+
+
+def _hidden(p: Path) -> bool:
+    return p.name.startswith(".")
+
+
+def parse_name(filename: str) -> tuple[int, int]:
+    """``(label, id)`` of a file name ``L_W_A_C_<id>.<ext>``; ValueError saying what is wrong."""
+    stem, dot, ext = filename.rpartition(".")
+    if not dot or f".{ext.lower()}" not in IMAGE_SUFFIXES:
+        raise ValueError("not an image file (.jpg, .jpeg or .png)")
+    parts = stem.split("_")
+    if len(parts) != 5 or not all(p.isdigit() for p in parts):
+        raise ValueError("file name does not parse as L_W_A_C_<id> (five numbers joined by '_')")
+    prefix = "_".join(parts[:4])
+    if prefix not in _CLASS_INDEX:
+        raise ValueError(f"{prefix!r} is not a class: {_class_name_problem(parts[:4])}")
+    return _CLASS_INDEX[prefix], int(parts[4])
+
+
+def _class_name_problem(parts: list[str]) -> str:
+    bad = []
+    for (head, n), p in zip(lines.HEADS.items(), parts):
+        if not p.isdigit() or int(p) >= n:
+            bad.append(f"{head} index {p} is out of range 0..{n - 1}")
+        elif str(int(p)) != p:
+            bad.append(f"{head} index {p!r} has a leading zero")
+    return "; ".join(bad) if bad else "not a class name"
+
+
+def _check_root(root) -> Path:
+    if root is None or str(root).strip() in ("", "???"):
+        raise LinesFolderError("dataset=lines_folder needs the folder of images: pass data.root=DIR "
+                               "(the course's classes/ folder, or a folder written by export_jpegs). " + EXPECTED)
+    path = Path(str(root)).expanduser()
+    if not path.exists():
+        raise LinesFolderError(f"data.root={root}: no such folder. Pass data.root=DIR, the folder holding the class "
+                               f"folders L_W_A_C/ (the course's classes/) or the L_W_A_C_<id>.jpg files.")
+    if not path.is_dir():
+        raise LinesFolderError(f"data.root={root} is a file, not a folder. Pass data.root=DIR, the folder holding "
+                               f"the class folders L_W_A_C/ or the L_W_A_C_<id>.jpg files.")
+    return path
+
+
+def _scan_file(scan: _Scan, path: Path, rel: str, folder_class: str | None) -> None:
+    try:
+        label, ident = parse_name(path.name)
+    except ValueError as exc:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            scan.others.append(rel)
+        scan.add(rel, str(exc))
+        return
+    prefix = path.name.rsplit("_", 1)[0]
+    if folder_class is not None and prefix != folder_class:
+        scan.add(rel, f"class {prefix} in the file name differs from its class folder {folder_class}/")
+        scan.others.append(rel)
+        return
+    scan.files.append((rel, label, ident))
+
+
+def scan_folder(root) -> _Scan:
+    """List and check the names of a lines folder (nothing is decoded)."""
+    root = _check_root(root)
+    scan = _Scan(root)
+    entries = sorted((p for p in root.iterdir() if not _hidden(p)), key=lambda p: p.name)
+    dirs = [p for p in entries if p.is_dir()]
+    files = [p for p in entries if not p.is_dir()]
+    if not dirs:
+        for p in files:
+            _scan_file(scan, p, p.name, None)
+        return scan
+    for p in files:
+        scan.add(p.name, "a file next to the class folders: move it into its class folder (or use a flat "
+                         "folder without subfolders)")
+    for d in dirs:
+        if d.name not in _CLASS_INDEX:
+            reason = "folder name is not a class"
+            parts = d.name.split("_")
+            if len(parts) == 4 and all(x.isdigit() for x in parts):
+                reason += f" ({_class_name_problem(parts)})"
+            if any(sub.is_dir() and sub.name in _CLASS_INDEX for sub in d.iterdir()):
+                reason += f"; it holds class folders: pass data.root={d}"
+            scan.add(d.name + "/", reason)
+            continue
+        n_before = len(scan.files) + len(scan.others)
+        children = sorted((p for p in d.iterdir() if not _hidden(p)), key=lambda p: p.name)
+        for p in children:
+            rel = f"{d.name}/{p.name}"
+            if p.is_dir():
+                scan.add(rel + "/", "a folder inside a class folder (class folders hold image files only)")
+            else:
+                _scan_file(scan, p, rel, d.name)
+        if len(scan.files) + len(scan.others) == n_before and not any(
+                k.startswith(d.name + "/") for k in scan.problems):
+            scan.add(d.name + "/", "class folder holds no images")
+    return scan
+
+
+def _read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """``([3, 28, 28] uint8, None)`` or ``(None, reason)``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, (w, h) = im.mode, im.size
+            problems = []
+            if (w, h) != (IMAGE_SIZE, IMAGE_SIZE):
+                problems.append(f"{w}x{h} pixels, must be {IMAGE_SIZE}x{IMAGE_SIZE}")
+            if mode in _GREY_MODES:
+                problems.append(f"greyscale image (mode {mode}): a line's colour (red/blue) cannot be read from "
+                                f"it; save it as RGB")
+            elif mode in _ALPHA_MODES:
+                problems.append(f"4-channel image (mode {mode}); save it as RGB without alpha")
+            if problems:
+                return None, "; ".join(problems)
+            rgb = im if mode == "RGB" else im.convert("RGB")
+            arr = np.asarray(rgb, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return None, f"cannot be read as an image ({type(exc).__name__}: {exc})"
+    if arr.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        return None, f"decodes to an array of shape {arr.shape}, expected {IMAGE_SIZE}x{IMAGE_SIZE} RGB"
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), None
+
+
+def _ordered(scan: _Scan) -> list[tuple[str, int, int]]:
+    return sorted(scan.files, key=lambda f: (f[1], f[2], f[0]))
+
+
+def _decode_files(scan: _Scan, progress: bool = False) -> dict[str, np.ndarray]:
+    """Decode every image of the scan (bad names too, to report all problems); raise
+    :class:`LinesFolderError` listing every problem, else the arrays in :func:`_ordered` order."""
+    files = _ordered(scan)
+    images = np.empty((len(files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    todo = [(i, rel) for i, (rel, _, _) in enumerate(files)] + [(-1, rel) for rel in scan.others]
+    bar = None
+    if progress and len(todo) > 2000:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), desc="Reading lines images", unit="img")
+    try:
+        for i, rel in todo:
+            arr, reason = _read_image(scan.root / rel)
+            if reason is not None:
+                scan.add(rel, reason)
+            elif i >= 0:
+                images[i] = arr
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    raise_problems(scan)
+    return {"images": images, "labels": np.asarray([f[1] for f in files], dtype=np.int64)}
+
+
+def raise_problems(scan: _Scan) -> None:
+    root = scan.root
+    if scan.problems:
+        items = sorted(scan.problems.items())
+        listed = [f"  {rel}: {'; '.join(reasons)}" for rel, reasons in items[:MAX_LISTED]]
+        if len(items) > MAX_LISTED:
+            listed.append(f"  ... and {len(items) - MAX_LISTED} more")
+        n_seen = len(scan.files) + len(scan.others)
+        raise LinesFolderError(
+            f"data.root={root}: {len(items)} problem(s) in the lines folder ({n_seen} image files looked at); "
+            f"fix or remove these (nothing was read):\n" + "\n".join(listed) + "\n" + EXPECTED)
+    if not scan.files:
+        raise LinesFolderError(f"data.root={root} holds no image files. " + EXPECTED)
+
+
+def read_lines_folder(root, progress: bool = False) -> LinesFolderArrays:
+    """Read and check every image of a lines folder (no cache); see the module docstring."""
+    scan = scan_folder(root)
+    arrays = _decode_files(scan, progress)
+    return LinesFolderArrays(arrays["images"], arrays["labels"], [f[0] for f in _ordered(scan)])
+
+
+def files_digest(scan: _Scan) -> str:
+    """sha256 of the sorted relative paths, sizes and modification times of the image files."""
+    h = hashlib.sha256()
+    for rel in sorted(f[0] for f in scan.files):
+        st = (scan.root / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cache_path(cache_dir, params: dict) -> Path:
+    return Path(cache_dir) / f"lines_folder_v{READER_VERSION}_n{params['count']}_{params_digest(params)}.h5"
+
+
+def load_lines_folder(root, cache_dir=None, progress: bool = False) -> LinesFolderArrays:
+    """:func:`read_lines_folder`, cached under ``cache_dir`` (when given): the images are decoded
+    once; a changed, added or removed file gives another digest, hence a fresh read."""
+    scan = scan_folder(root)
+    if cache_dir is None or scan.problems or not scan.files:
+        return read_lines_folder(root, progress)
+    files = _ordered(scan)
+    n = len(files)
+    params = {"reader_version": READER_VERSION, "files": files_digest(scan), "count": n}
+
+    def check(arrays: dict) -> None:
+        if arrays["images"].shape != (n, 3, IMAGE_SIZE, IMAGE_SIZE) or arrays["images"].dtype != np.uint8:
+            raise ValueError(f"images are {arrays['images'].dtype}{list(arrays['images'].shape)}")
+        if not np.array_equal(arrays["labels"], [f[1] for f in files]):
+            raise ValueError("labels do not match the file names")
+
+    arrays = load_or_build(cache_path(cache_dir, params), params, ("images", "labels"),
+                           lambda: _decode_files(scan, progress), check=check, what="lines_folder images")
+    return LinesFolderArrays(arrays["images"], arrays["labels"].astype(np.int64), [f[0] for f in files])
+
+
+class LinesFolderDataModule(InMemoryDataModule):
+    """The lines dataset read from image files (``dataset=lines_folder data.root=DIR``).
+
+    Same 96 classes and heads as ``lines`` (so the multihead model trains and is evaluated on
+    it); no ground-truth masks. Split like lines: ``test_fraction`` of every class for test
+    (stratified, ``split_seed``), ``val_fraction`` of the rest for validation.
+    ``test_fraction=1.0`` makes every image a test image and leaves train and validation empty:
+    for ``eval.py`` only, training refuses it. Training also needs every class in the folder.
+    """
+
+    name = "lines_folder"
+    channels = 3
+
+    def __init__(self, root: str | None = None, test_fraction: float = 0.4, val_fraction: float = 0.1,
+                 cache_dir: str | None = None, progress: bool = True, image_size: int = IMAGE_SIZE,
+                 name: str = "lines_folder", **kwargs):
+        super().__init__(**kwargs)
+        self.root = _check_root(root)
+        if not 0.0 < float(test_fraction) <= 1.0:
+            raise ValueError(f"data.test_fraction={test_fraction!r} is invalid: it must lie in (0, 1] "
+                             f"(1.0 = every image is a test image, for eval.py)")
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ValueError(f"data.val_fraction={val_fraction!r} is invalid: it must lie strictly between 0 and 1")
+        if image_size != IMAGE_SIZE:
+            raise ValueError(f"data.image_size={image_size} is invalid for lines_folder: its images are 28x28")
+        self.test_fraction, self.val_fraction = float(test_fraction), float(val_fraction)
+        self.cache_dir, self.progress = cache_dir, progress
+        self.image_size = IMAGE_SIZE
+        self.class_names = lines.class_names()
+        self.heads = dict(lines.HEADS)
+        self.paths: list[str] = []
+        self._check_declared()
+
+    def load_splits(self):
+        arrays = load_lines_folder(self.root, self.cache_dir, self.progress)
+        self.paths = list(arrays.paths)
+        labels = arrays.labels
+        if self.test_fraction >= 1.0:
+            fit_idx = val_idx = np.empty(0, dtype=np.int64)
+            test_idx = np.arange(len(labels))
+        else:
+            rng = np.random.default_rng(self.split_seed)
+            train_idx, test_idx = stratified_split(labels, 1.0 - self.test_fraction, rng)
+            fit_pos, val_pos = stratified_split(labels[train_idx], 1.0 - self.val_fraction, rng)
+            fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
+        full = Split(torch.from_numpy(arrays.images), torch.from_numpy(labels))
+        self.split_indices = {"train": fit_idx, "val": val_idx, "test": test_idx}
+        return full.subset(fit_idx), full.subset(val_idx), full.subset(test_idx)
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if stage in ("fit", "validate"):
+            self.check_trainable()
+
+    def check_trainable(self) -> None:
+        """Raise a clear error when this folder cannot train a model: no training split
+        (``test_fraction=1.0``) or classes without any image."""
+        if self.train is None or len(self.train) == 0 or len(self.val) == 0:
+            raise LinesFolderError(
+                f"data.root={self.root} with data.test_fraction={self.test_fraction:g} leaves no training or "
+                f"validation images. test_fraction=1.0 is for testing a trained checkpoint on every image: "
+                f"python eval.py ckpt=PATH dataset=lines_folder data.root={self.root} data.test_fraction=1.0")
+        present = set(torch.cat([self.train.labels, self.val.labels, self.test.labels]).unique().tolist())
+        missing = [name for c, name in enumerate(self.class_names) if c not in present]
+        if missing:
+            shown = ", ".join(missing[:MAX_LISTED]) + (f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else "")
+            raise LinesFolderError(
+                f"data.root={self.root} has no images of {len(missing)} of the {len(self.class_names)} classes "
+                f"({shown}): training needs every class. Add them, or test a trained checkpoint on these images "
+                f"with python eval.py ckpt=PATH dataset=lines_folder data.root={self.root} data.test_fraction=1.0")
+
+    def train_dataloader(self):
+        if self.train is None or len(self.train) == 0:
+            self.check_trainable()
+        return super().train_dataloader()
