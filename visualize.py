@@ -1,4 +1,4 @@
-"""Look inside a trained CNN: `python visualize.py job=activations|filters|gradcam|all [key=value ...]`.
+"""Look inside a trained CNN: `python visualize.py job=activations|filters|gradcam|all|evaluate|probe [key=value ...]`.
 
 Finds the newest checkpoint that train.py wrote for the dataset (or takes ckpt=...), and
 writes visualization.h5, figures/ and index.html into its run directory. Configs: conf/visualize.yaml;

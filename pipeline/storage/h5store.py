@@ -22,6 +22,12 @@ File layout (all arrays C-ordered, images and activations channels-first)::
     /gradcam/<head>/<layer>/layer_maps      float32 [N,h,w]  at the layer's own resolution, raw scale
     /gradcam/<head>/<layer>/targets         int64   [N]      class explained for each image
     /gradcam/<head>/<layer>/probs           float32 [N]      the model's probability of that class
+    /probe/indices                  int64   [M]        test images the shortcut probe scored (job=probe);
+                                    attrs: images, redrawn, style, differs_from_stored
+    /probe/<factor>/levels          float64 [L]        the factor's levels (NaN for the baseline)
+    /probe/<factor>/level_names     str     [L]        "x0.7", "sigma 1", "q50", "+1 px", "corner", ...
+    /probe/<factor>/accuracy/<head> float64 [L]        accuracy of the head (and "aggregate") per level;
+                                    attrs of /probe/<factor>: images, description
 
     root attrs: dataset, model, checkpoint, created (ISO 8601 time), config (the run's resolved
                 config as a YAML string), cnnvis_version, layer_shapes (JSON: layer -> per-image
@@ -328,6 +334,40 @@ class H5RunWriter:
         _set_attrs(g, {"head": head, "layer": layer, **(attrs or {})})
 
 
+    def write_probe_indices(self, indices, attrs: Mapping[str, Any] | None = None) -> None:
+        """The test indices the shortcut probe scored (``/probe/indices``), attrs on ``/probe``."""
+        g = _group(self.file, "probe")
+        _replace_dataset(g, "indices", _np(indices, np.int64).reshape(-1))
+        _set_attrs(g, attrs)
+
+    def write_probe(self, factor: str, levels, level_names, accuracy: Mapping[str, Any],
+                    attrs: Mapping[str, Any] | None = None) -> None:
+        """One factor of the shortcut probe: ``levels`` [L], ``level_names`` [L] and the accuracy
+        of each head at each level (``accuracy[head]`` [L])."""
+        factor = _check_name(factor, "probe factor")
+        if factor == "indices":
+            raise ValueError("'indices' is reserved in /probe; pick another factor name")
+        levels = _np(levels, np.float64).reshape(-1)
+        names = [str(n) for n in level_names]
+        if len(names) != len(levels):
+            raise ValueError(f"probe {factor!r}: {len(names)} level names for {len(levels)} levels")
+        acc = {_check_name(h, "head"): _np(v, np.float64).reshape(-1) for h, v in accuracy.items()}
+        for head, values in acc.items():
+            if len(values) != len(levels):
+                raise ValueError(f"probe {factor!r}: head {head!r} has {len(values)} accuracies "
+                                 f"for {len(levels)} levels")
+        pg = _group(self.file, "probe")
+        if factor in pg:
+            del pg[factor]
+        g = _group(pg, factor)
+        g.create_dataset("levels", data=levels)
+        g.create_dataset("level_names", data=np.array(names, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        ag = _group(g, "accuracy")
+        for head, values in acc.items():
+            ag.create_dataset(head, data=values)
+        _set_attrs(g, {"factor": factor, **(attrs or {})})
+
+
 # --------------------------------------------------------------------------- reader
 class H5Run:
     """Read side of a run file (opened read-only); also a context manager."""
@@ -426,3 +466,23 @@ class H5Run:
         out: dict[str, Any] = {k: v[()] for k, v in g.items()}
         out["attrs"] = _read_attrs(g)
         return out
+
+    # -- shortcut probe
+    def probe_factors(self) -> list[str]:
+        """The probe's factors in the order written (the baseline first); [] without a probe."""
+        return [k for k in self._names("probe") if k != "indices"]
+
+    def probe_indices(self) -> dict[str, Any]:
+        """``{"indices": [M] test indices, "attrs": {...}}`` of the shortcut probe."""
+        if "probe" not in self.file or "indices" not in self.file["probe"]:
+            raise KeyError("no shortcut probe in this file (job=probe writes /probe)")
+        g = self.file["probe"]
+        return {"indices": g["indices"][()], "attrs": _read_attrs(g)}
+
+    def probe(self, factor: str) -> dict[str, Any]:
+        """One factor: ``levels`` [L], ``level_names`` (list of str), ``accuracy`` {head: [L]}, ``attrs``."""
+        if factor not in self.probe_factors():
+            raise KeyError(f"no probe factor {factor!r}; stored: {self.probe_factors()}")
+        g = self.file["probe"][factor]
+        return {"levels": g["levels"][()], "level_names": [str(s) for s in g["level_names"].asstr()[()]],
+                "accuracy": {h: v[()] for h, v in g["accuracy"].items()}, "attrs": _read_attrs(g)}

@@ -315,5 +315,12 @@ def _evaluate_job():
     return EvaluateJob
 
 
+def _probe_job():
+    from pipeline.evaluation.probe import ProbeJob  # the shortcut probe; only when asked for
+
+    return ProbeJob
+
+
 JOBS = {"activations": ActivationsJob, "filters": FiltersJob, "gradcam": GradCAMJob,
-        "evaluate": lambda ctx, cfg: _evaluate_job()(ctx, cfg)}
+        "evaluate": lambda ctx, cfg: _evaluate_job()(ctx, cfg),
+        "probe": lambda ctx, cfg: _probe_job()(ctx, cfg)}
