@@ -80,7 +80,7 @@ class Augment:
     enabled: bool = True
     brightness: tuple[float, float] = (0.55, 1.0)    # intensity scale (replaces the style's range)
     blur: tuple[float, float] = (0.0, 0.9)           # Gaussian sigma, px (replaces the style's blur)
-    hard_edges: float = 0.25                         # share of images drawn with hard edges
+    hard_edges: float = 0.4                          # share of images drawn with hard edges
     jpeg_quality: tuple[int, int] = (55, 98)         # JPEG quality, uniform integers
     jpeg_420: float = 0.5                            # share of JPEGs with 4:2:0 chroma subsampling (else 4:4:4)
     no_jpeg: float = 0.1                             # share of images left uncompressed
