@@ -127,7 +127,7 @@ _AUG = Augment()  # the defaults live in one place: pipeline/data/line_styles.py
 @dataclass
 class AugmentSchema:
     """data.augment: domain randomization of the training images (pipeline/data/line_styles.py)."""
-    enabled: bool = _AUG.enabled
+    enabled: Optional[bool] = _AUG.enabled
     brightness: List[float] = field(default_factory=lambda: list(_AUG.brightness))
     blur: List[float] = field(default_factory=lambda: list(_AUG.blur))
     hard_edges: float = _AUG.hard_edges

@@ -127,7 +127,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 class LinesDataModule(InMemoryDataModule):
     """The generated lines dataset (96 classes), course split 60% train / 40% test, stratified,
     with a validation slice carved from train. ``style`` is how the lines are drawn
-    (:data:`pipeline.data.line_styles.STYLES`); with ``augment`` enabled, the training images are
+    (:data:`pipeline.data.line_styles.STYLES`); with ``augment`` on (by default for ``course``), the training images are
     drawn with randomized factors (:class:`pipeline.data.line_styles.Augment`), the validation
     and test images in the style itself."""
 
@@ -152,7 +152,7 @@ class LinesDataModule(InMemoryDataModule):
         self.image_size, self.margin = int(image_size), float(margin)
         self.test_fraction, self.val_fraction = float(test_fraction), float(val_fraction)
         self.style = get_style(style).name
-        self.augment = Augment.from_config(augment)
+        self.augment = Augment.from_config(augment, get_style(style))
         self.cache_dir, self.progress = cache_dir, progress
         self.class_names = lines.class_names()
         self.heads = dict(lines.HEADS)

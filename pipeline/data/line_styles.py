@@ -56,6 +56,7 @@ class LineStyle:
     jpeg_subsampling: str = "4:4:4"
     centre_mean: tuple[float, float] | None = None   # (x, y) of a normal centre distribution, truncated
     centre_sd: tuple[float, float] | None = None     # to the valid positions; None: uniform over them
+    augment_by_default: bool = False          # data.augment.enabled=null randomizes training images
 
 
 STYLES: dict[str, LineStyle] = {
@@ -63,7 +64,7 @@ STYLES: dict[str, LineStyle] = {
                        brightness=(1.0, 1.0), jpeg_quality=None),
     "course": LineStyle("course", lengths=(9.0, 17.0), widths=(1.4, 3.8), anti_alias=True, blur=0.6,
                         brightness=(0.85, 1.0), jpeg_quality=85, jpeg_subsampling="4:4:4",
-                        centre_mean=(11.6, 8.6), centre_sd=(4.5, 3.6)),
+                        centre_mean=(11.6, 8.6), centre_sd=(4.5, 3.6), augment_by_default=True),
 }
 
 
@@ -77,7 +78,7 @@ def get_style(name: str) -> LineStyle:
 class Augment:
     """Per-image randomization ranges for training images (``data.augment.*``)."""
 
-    enabled: bool = True
+    enabled: bool | None = None                      # None: the style decides (course: on, sheet: off)
     brightness: tuple[float, float] = (0.55, 1.0)    # intensity scale (replaces the style's range)
     blur: tuple[float, float] = (0.0, 0.9)           # Gaussian sigma, px (replaces the style's blur)
     hard_edges: float = 0.4                          # share of images drawn with hard edges
@@ -110,12 +111,14 @@ class Augment:
                              f"[0, 7.5] degrees (half the 15-degree step between angle classes)")
 
     @classmethod
-    def from_config(cls, cfg) -> "Augment | None":
-        """From a mapping (``data.augment``); None or ``enabled: false`` gives None."""
+    def from_config(cls, cfg, style: LineStyle | None = None) -> "Augment | None":
+        """From a mapping (``data.augment``), or None when the training images are not to be
+        randomized: ``cfg`` None, ``enabled: false``, or ``enabled: null`` and a ``style`` that
+        is drawn as it is by default (``sheet``)."""
         if cfg is None:
             return None
         if isinstance(cfg, Augment):
-            return cfg if cfg.enabled else None
+            return cfg if cfg.on(style) else None
         from omegaconf import OmegaConf
 
         values = dict(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
@@ -126,7 +129,12 @@ class Augment:
             if isinstance(value, (list, tuple)):
                 values[key] = tuple(value)
         aug = cls(**values)
-        return aug if aug.enabled else None
+        return aug if aug.on(style) else None
+
+    def on(self, style: LineStyle | None = None) -> bool:
+        if self.enabled is None:
+            return bool(style is not None and style.augment_by_default)
+        return bool(self.enabled)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -142,12 +142,31 @@ def test_bad_augment_ranges_are_refused(kwargs, message):
 
 
 def test_augment_from_config():
-    assert Augment.from_config(None) is None
-    assert Augment.from_config({"enabled": False}) is None
-    a = Augment.from_config({"brightness": [0.7, 0.8]})
-    assert a.brightness == (0.7, 0.8)
+    course, sheet = STYLES["course"], STYLES["sheet"]
+    assert Augment.from_config(None, course) is None
+    assert Augment.from_config({"enabled": False}, course) is None
+    a = Augment.from_config({"brightness": [0.7, 0.8]}, course)   # enabled: null -> the style decides
+    assert a is not None and a.brightness == (0.7, 0.8)
+    assert Augment.from_config({"brightness": [0.7, 0.8]}, sheet) is None  # the sheet is drawn as it is
+    assert Augment.from_config({"enabled": True}, sheet) is not None
     with pytest.raises(ValueError, match="unknown data.augment keys"):
-        Augment.from_config({"brightnes": [0.7, 0.8]})
+        Augment.from_config({"brightnes": [0.7, 0.8]}, course)
+
+
+def test_datamodule_augments_only_the_training_split(tmp_path):
+    from pipeline.data.datamodules import LinesDataModule
+
+    def split_peaks(style, augment):
+        dm = LinesDataModule(per_class=10, style=style, augment=augment, progress=False)
+        dm.setup()
+        return {k: getattr(dm, k).images.amax(dim=(1, 2, 3)).float() for k in ("train", "val", "test")}, dm
+
+    peaks, dm = split_peaks("sheet", {"enabled": None})
+    assert dm.augment is None and all((p == 255).all() for p in peaks.values())
+    peaks, dm = split_peaks("sheet", {"enabled": True})
+    assert dm.augment is not None
+    assert (peaks["train"] < 255).float().mean() > 0.5            # dimmed, blurred, compressed
+    assert (peaks["val"] == 255).all() and (peaks["test"] == 255).all()  # the style itself
 
 
 def test_unknown_style():
