@@ -16,7 +16,7 @@ register_configs()
 def main(cfg: DictConfig):
     from pipeline.training.train import run_training
 
-    return run_job(run_training, cfg, objective=lambda s: (s.get("test", {}).get(s.get("main_head"), {}) or {}).get("accuracy"))
+    return run_job(run_training, cfg, objective=lambda s: s.get("objective"))  # optimized_metric, for Optuna
 
 
 if __name__ == "__main__":

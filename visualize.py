@@ -1,8 +1,9 @@
 """Look inside a trained CNN: `python visualize.py job=activations|filters|gradcam|all|evaluate|probe [key=value ...]`.
 
 Finds the newest checkpoint that train.py wrote for the dataset (or takes ckpt=...), and
-writes visualization.h5, figures/ and index.html into its run directory. Configs: conf/visualize.yaml;
-`python visualize.py --help`. All the work happens in pipeline/visualization/run.py.
+writes visualization.h5, figures/ and index.html into its run directory. Configs: conf/visualize.yaml,
+conf/job/ (one file per job), conf/methods/ (one per attribution method); `python visualize.py --help`.
+All the work happens in pipeline/visualization/run.py and the jobs of pipeline/jobs/.
 """
 import hydra
 from omegaconf import DictConfig

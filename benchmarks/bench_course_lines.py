@@ -28,8 +28,8 @@ from standin_lines import STANDINS
 
 from pipeline.data.line_geometry import angle_error, measure_lines
 from pipeline.data.line_styles import STYLES, draw_params, render
-from pipeline.data.lines import ANGLES_DEG, NUM_CLASSES, decode_label
-from pipeline.training.lit_module import head_predictions, join_lines_label, split_lines_label
+from pipeline.data.lines_labels import ANGLES_DEG, NUM_CLASSES, decode_label, join_label, split_label
+from pipeline.training.lit_module import head_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,9 +79,9 @@ def accuracy(net, heads: dict, images: np.ndarray, labels: np.ndarray, batch: in
         for h in heads:
             preds[h].append(head_predictions(out[h]))
     preds = {h: torch.cat(v) for h, v in preds.items()}
-    target = split_lines_label(y, heads)
+    target = split_label(y, heads)
     res = {h: float((preds[h] == target[h]).float().mean()) for h in heads}
-    res["aggregate"] = float((join_lines_label(preds, heads) == y).float().mean())
+    res["aggregate"] = float((join_label(preds, heads) == y).float().mean())
     return res
 
 

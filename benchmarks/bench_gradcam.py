@@ -1,4 +1,4 @@
-"""Grad-CAM throughput: pipeline.visualization.gradcam.GradCAM vs Captum's LayerGradCam.
+"""Grad-CAM throughput: pipeline.attribution.gradcam.GradCAM vs Captum's LayerGradCam.
 
     python benchmarks/bench_gradcam.py [--batch 256] [--reps 7] [--warmup 2] [--threads 1]
 
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _timing import add_timing_args, describe, interleaved, make_model, speedup  # noqa: E402
-from pipeline.visualization.gradcam import GradCAM  # noqa: E402
+from pipeline.attribution.gradcam import GradCAM  # noqa: E402
 
 
 def main() -> None:

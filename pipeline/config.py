@@ -5,6 +5,8 @@ before any data is loaded or any file is written.
 """
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig
 
 from pipeline.errors import ConfigError
@@ -31,16 +33,20 @@ def _positive_int(cfg, key: str, required: bool = True, allow: tuple = ()) -> No
                           f"e.g. {key}={_example(key)}")
 
 
-def _positive_number(cfg, key: str) -> None:
+def _positive_number(cfg, key: str, allow_zero: bool = False) -> None:
+    """A finite number > 0 (``allow_zero``: >= 0); inf and nan are refused."""
     value = _get(cfg, key)
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is invalid: it must be a positive number, e.g. {key}={_example(key)}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < 0 or (value == 0 and not allow_zero)):
+        what = "a finite number >= 0" if allow_zero else "a finite positive number"
+        raise ConfigError(f"{key}={value!r} is invalid: it must be {what}, e.g. {key}={_example(key)}")
 
 
 def _example(key: str) -> str:
-    return {"data.batch_size": "128", "trainer.max_epochs": "3", "model.optimizer.lr": "0.001"}.get(key, "1")
+    return {"data.batch_size": "128", "trainer.max_epochs": "3", "model.optimizer.lr": "0.001",
+            "model.optimizer.weight_decay": "0.0005"}.get(key, "1")
 
 
 #: What to pass for a required (``???``) config value, by key.
@@ -61,14 +67,22 @@ def check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: {hints}")
 
 
+#: what train.py returns to a sweeper (Optuna): best validation accuracy or test accuracy of the best checkpoint
+OPTIMIZED_METRICS = ("val/acc", "test/acc")
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     check_required(cfg)
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "data.eval_batch_size", required=False)
     _positive_int(cfg, "trainer.max_epochs", allow=(-1,))
     _positive_number(cfg, "model.optimizer.lr")
+    _positive_number(cfg, "model.optimizer.weight_decay", allow_zero=True)
     if _get(cfg, "data.name") == "lines":
         _positive_int(cfg, "data.per_class")
+    metric = _get(cfg, "optimized_metric")
+    if metric is not None and metric not in OPTIMIZED_METRICS:
+        raise ConfigError(f"optimized_metric={metric!r} is invalid: use one of {', '.join(OPTIMIZED_METRICS)}")
     seed = _get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed={seed!r} is invalid: it must be an integer, e.g. seed=0")
@@ -107,6 +121,12 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import MISSING  # noqa: E402
 
 from pipeline.data.line_styles import Augment  # noqa: E402
+from pipeline.jobs.activations import ActivationsJob  # noqa: E402
+from pipeline.jobs.attribution_maps import AttributionMapsJob  # noqa: E402
+from pipeline.jobs.evaluate import EvaluateJob  # noqa: E402
+from pipeline.jobs.filters import FiltersJob  # noqa: E402
+from pipeline.jobs.probe import ProbeJob  # noqa: E402
+from pipeline.jobs.settings import settings_schema  # noqa: E402
 
 
 @dataclass
@@ -182,6 +202,8 @@ class TrainSchema:
     seed: int = 0
     resume: Optional[str] = None
     test_after_fit: bool = True
+    optimized_metric: str = "val/acc"
+    torch_threads: Optional[int] = None   # pipeline/parallel.py
     data: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING
@@ -190,15 +212,19 @@ class TrainSchema:
     paths: Any = MISSING
 
 
+# the typed blocks of the built-in jobs, read from their constructors (pipeline/jobs/settings.py)
+ActivationsSettings = settings_schema(ActivationsJob)
+FiltersSettings = settings_schema(FiltersJob)
+AttributionMapsSettings = settings_schema(AttributionMapsJob)
+EvaluateSettings = settings_schema(EvaluateJob)
+ProbeSettings = settings_schema(ProbeJob)
+
+
 @dataclass
-class ProbeSchema:
-    """probe: the shortcut probe (job=probe, pipeline/evaluation/probe.py); values in conf/visualize.yaml.
-    Factor names and levels are checked by the job (a clear message listing the valid factors)."""
-    num_images: int = MISSING
-    only: Optional[List[str]] = None
-    min_drop: float = MISSING
-    ok_accuracy: float = MISSING
-    factors: Dict[str, List[Any]] = MISSING
+class JobSelection:
+    """job: what ``python visualize.py`` runs (conf/job/<name>.yaml; job=all runs several)."""
+    name: str = MISSING
+    run: List[str] = MISSING
 
 
 @dataclass
@@ -212,16 +238,20 @@ class VisualizeSchema:
     batch_size: int = 256
     seed: int = 0
     overwrite: bool = False
+    torch_threads: Optional[int] = None   # pipeline/parallel.py
     data: Any = MISSING
     model: Any = None
-    job: Any = MISSING
+    job: JobSelection = field(default_factory=JobSelection)
     paths: Any = MISSING
-    activations: Any = MISSING
-    filters: Any = MISSING
-    gradcam: Any = MISSING
-    method_params: Any = field(default_factory=dict)
-    evaluate: Any = MISSING
-    probe: ProbeSchema = field(default_factory=ProbeSchema)
+    methods: Dict[str, Any] = field(default_factory=dict)   # conf/methods/: name -> _target_ + settings
+    # each built-in job's block (conf/job/<name>.yaml), typed by its constructor's keyword arguments;
+    # a new job's block needs no entry here: the root accepts it and build_jobs checks it the same way
+    activations: ActivationsSettings = field(default_factory=ActivationsSettings)
+    filters: FiltersSettings = field(default_factory=FiltersSettings)
+    gradcam: AttributionMapsSettings = field(default_factory=AttributionMapsSettings)
+    attribution: AttributionMapsSettings = field(default_factory=AttributionMapsSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 @dataclass
@@ -230,15 +260,27 @@ class EvalSchema:
     ckpt: str = MISSING
     accelerator: str = "cpu"
     progress_bar: bool = False
+    torch_threads: Optional[int] = None   # pipeline/parallel.py
     data: Any = MISSING
     paths: Any = MISSING
+
+
+def _open_root(schema):
+    """The schema with new top-level keys allowed while the config files are merged (a new job's
+    block, conf/job/<name>.yaml); Hydra closes the composed config again, so an override of an
+    unknown key still fails. The typed keys keep their types."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(schema)
+    OmegaConf.set_struct(node, False)
+    return node
 
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (called by the entry scripts and the tests)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
-    cs.store(name="visualize_schema", node=VisualizeSchema)
+    cs.store(name="visualize_schema", node=_open_root(VisualizeSchema))
     cs.store(group="dataset", name="base_lines", node=LinesDataSchema, package="data")
     cs.store(group="dataset", name="base_idx", node=IdxDataSchema, package="data")
     cs.store(group="dataset", name="base_lines_folder", node=LinesFolderDataSchema, package="data")

@@ -14,7 +14,8 @@ import torch
 
 from pipeline.cli import run_job
 from pipeline.data.datamodules import LinesDataModule
-from pipeline.data.lines import HEADS, class_names, decode_label, export_jpegs, generate_lines
+from pipeline.data.lines import export_jpegs, generate_lines
+from pipeline.data.lines_labels import HEADS, class_names, decode_label
 from pipeline.data.lines_folder import read_lines_folder
 from pipeline.training.evaluate import run_evaluation
 from pipeline.training.lit_module import LitClassifier
@@ -40,7 +41,7 @@ def assets(tmp_path_factory):
     lines_ckpt = base / "multihead_lines.ckpt"
     trainer.save_checkpoint(lines_ckpt)
 
-    from pipeline.data.mnist_files import SPECS
+    from pipeline.data.idx_specs import SPECS
     cfg = compose_cfg(base / "c2", [*TINY["mnist"], "model=cnn_basic"])
     mnist = hydra.utils.instantiate(cfg.model, class_names=list(SPECS["mnist"].classes), dataset="mnist")
     mnist_ckpt = base / "cnn_basic_mnist.ckpt"

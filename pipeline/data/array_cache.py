@@ -21,6 +21,8 @@ from typing import Callable, Mapping
 import h5py
 import numpy as np
 
+from pipeline.leftovers import partial_prefix
+
 logger = logging.getLogger(__name__)
 
 
@@ -81,7 +83,7 @@ def read_cache(path: Path, params: Mapping, names,
 def write_cache(path: Path, arrays: Mapping[str, np.ndarray], params: Mapping) -> None:
     """Write ``arrays`` and ``params`` to ``path`` atomically (temporary file + rename)."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path))
     os.close(fd)
     tmp = Path(tmp_name)
     try:

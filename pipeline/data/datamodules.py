@@ -139,7 +139,7 @@ class LinesDataModule(InMemoryDataModule):
                  style: str = "sheet", augment=None,
                  cache_dir: str | None = None, progress: bool = True, name: str = "lines", **kwargs):
         super().__init__(**kwargs)
-        from pipeline.data import lines
+        from pipeline.data import lines_labels
         from pipeline.data.line_styles import Augment, get_style
 
         _check_positive("per_class", per_class)
@@ -154,12 +154,13 @@ class LinesDataModule(InMemoryDataModule):
         self.style = get_style(style).name
         self.augment = Augment.from_config(augment, get_style(style))
         self.cache_dir, self.progress = cache_dir, progress
-        self.class_names = lines.class_names()
-        self.heads = dict(lines.HEADS)
+        self.class_names = lines_labels.class_names()
+        self.heads = dict(lines_labels.HEADS)
         self._check_declared()
 
     def load_splits(self):
-        from pipeline.data.lines import NUM_CLASSES, generate_lines
+        from pipeline.data.lines import generate_lines
+        from pipeline.data.lines_labels import NUM_CLASSES
         from pipeline.data.lines_cache import load_or_generate_lines
 
         labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), self.per_class)
@@ -186,7 +187,7 @@ class LinesDataModule(InMemoryDataModule):
         to redraw the same lines another way (the shortcut probe does). Validation and test images
         are drawn exactly so; training images, when augmented, were drawn with randomized factors."""
         from pipeline.data.line_styles import draw_params, get_style
-        from pipeline.data.lines import NUM_CLASSES
+        from pipeline.data.lines_labels import NUM_CLASSES
 
         if not self.split_indices:
             self.setup()
@@ -213,7 +214,7 @@ class IdxDataModule(InMemoryDataModule):
                  max_train_samples: int | None = None, max_test_samples: int | None = None,
                  image_size: int = 28, **kwargs):
         super().__init__(**kwargs)
-        from pipeline.data.mnist_files import SPECS
+        from pipeline.data.idx_specs import SPECS
 
         if name not in SPECS:
             raise ValueError(f"unknown IDX dataset {name!r}; valid: {', '.join(SPECS)}")

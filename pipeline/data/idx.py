@@ -21,6 +21,8 @@ from typing import Union
 
 import numpy as np
 
+from pipeline.leftovers import partial_prefix
+
 __all__ = [
     "IDXError",
     "IDX_TYPE_CODES",
@@ -174,7 +176,7 @@ def write_idx(path: PathLike, array: np.ndarray, compress: bool | None = None) -
     data = encode_idx(array, path)
     if compress:
         data = gzip.compress(data, compresslevel=6, mtime=0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

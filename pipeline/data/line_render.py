@@ -1,6 +1,9 @@
 """Drawing lines the way cameras and JPEG files show them: anti-aliased, blurred, compressed.
 
-Two vectorized steps, both pure functions of their arguments:
+Vectorized steps, all pure functions of their arguments:
+
+* :func:`rasterize_lines`: hard-edged lines (the ``sheet`` style), by the rule in
+  :mod:`pipeline.data.lines` (a pixel is lit when its centre lies in the line's rectangle);
 
 * :func:`line_coverage` gives each pixel's share of a line: the line's rectangle (centre,
   angle, length, width, as in :mod:`pipeline.data.lines`) filtered by an isotropic Gaussian
@@ -9,6 +12,7 @@ Two vectorized steps, both pure functions of their arguments:
   neighbours fade out within a pixel). A Gaussian is separable in any rotated frame, so the
   coverage is a product of two erf differences, one along the line and one across it,
   exact for every angle.
+* :func:`gaussian_blur` blurs hard-edged images, each with its own sigma;
 * :func:`jpeg_roundtrip` encodes and decodes images with Pillow's JPEG codec (libjpeg) at a
   given quality per image, with 4:2:0 chroma subsampling by default as most writers use:
   on a pure red or blue line this bleeds colour into the neighbours and dims thin lines,
@@ -102,4 +106,45 @@ def jpeg_roundtrip(images: np.ndarray, quality, subsampling: str = "4:2:0") -> n
                 decoded = np.asarray(im.convert("RGB"))
             back = decoded.reshape(rows, th, cols, tw, 3).transpose(0, 2, 1, 3, 4).reshape(rows * cols, th, tw, 3)
             out[part] = np.transpose(back[:len(part), :h, :w], (0, 3, 1, 2))
+    return out
+
+
+def rasterize_lines(centres_xy, angles_deg, lengths, widths, image_size: int) -> np.ndarray:
+    """Boolean masks ``[N, S, S]`` of the lines, by the rule in :mod:`pipeline.data.lines`.
+
+    ``centres_xy`` is ``[N, 2]`` (x, y); ``angles_deg``, ``lengths`` and ``widths`` are
+    ``[N]`` (or scalars, broadcast). Pure and vectorized.
+    """
+    centres = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
+    n = len(centres)
+    a = np.deg2rad(np.broadcast_to(np.asarray(angles_deg, dtype=np.float64), (n,)))
+    half_l = np.broadcast_to(np.asarray(lengths, dtype=np.float64), (n,)) / 2
+    half_w = np.broadcast_to(np.asarray(widths, dtype=np.float64), (n,)) / 2
+    ux, uy = np.cos(a), -np.sin(a)
+    nx, ny = np.sin(a), np.cos(a)
+    coords = np.arange(image_size, dtype=np.float64)
+    dx = coords[None, :] - centres[:, 0:1]  # [N, S] over columns
+    dy = coords[None, :] - centres[:, 1:2]  # [N, S] over rows
+    # Separable: (p - p0).u = dx*ux + dy*uy; broadcast rows [N, S, 1] with cols [N, 1, S].
+    along = (dy * uy[:, None])[:, :, None] + (dx * ux[:, None])[:, None, :]
+    across = (dy * ny[:, None])[:, :, None] + (dx * nx[:, None])[:, None, :]
+    return (np.abs(along) <= half_l[:, None, None]) & (np.abs(across) <= half_w[:, None, None])
+
+
+def gaussian_blur(images: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
+    """Blur float ``[N, H, W]`` images, each with its own sigma (0 = unchanged), separably.
+    Returns ``images`` itself when no sigma is positive, else a new tensor."""
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (len(images),))
+    if not (sigma > 0).any():
+        return images
+    out = images.clone()
+    for s in np.unique(sigma[sigma > 0]):
+        idx = torch.as_tensor(np.flatnonzero(sigma == s))
+        r = max(1, int(math.ceil(3 * s)))
+        k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * s * s))
+        k = (k / k.sum()).to(images.dtype)
+        x = images[idx][:, None]
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1))
+        out[idx] = x[:, 0]
     return out

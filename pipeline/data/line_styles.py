@@ -25,15 +25,13 @@ value per image; :func:`render` draws them. Both are vectorized and deterministi
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
-from pipeline.data.lines import (ANGLES_DEG, COLOUR_RGB, COLOURS, LENGTHS_PX, WIDTHS_PX, decode_label,
-                                 rasterize_lines)
-from pipeline.data.line_render import PIXEL_VARIANCE, jpeg_roundtrip, line_coverage
+from pipeline.data.line_render import PIXEL_VARIANCE, gaussian_blur, jpeg_roundtrip, line_coverage, rasterize_lines
+from pipeline.data.lines_labels import ANGLES_DEG, COLOUR_RGB, COLOURS, LENGTHS_PX, WIDTHS_PX, decode_label
 
 #: An anti-aliased pixel belongs to the ground-truth mask when the line covers at least this share of it.
 MASK_COVERAGE = 0.25
@@ -246,25 +244,6 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
     return RenderParams(labels=labels, centres=centres, angles=angles, lengths=lengths, widths=widths,
                         blur=blur, anti_alias=anti_alias, brightness=brightness, jpeg_quality=quality,
                         jpeg_420=j420, channels=channels)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
-    """Blur float ``[N, H, W]`` images, each with its own sigma (0 = unchanged), separably.
-    Returns ``images`` itself when no sigma is positive, else a new tensor."""
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (len(images),))
-    if not (sigma > 0).any():
-        return images
-    out = images.clone()
-    for s in np.unique(sigma[sigma > 0]):
-        idx = torch.as_tensor(np.flatnonzero(sigma == s))
-        r = max(1, int(math.ceil(3 * s)))
-        k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * s * s))
-        k = (k / k.sum()).to(images.dtype)
-        x = images[idx][:, None]
-        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1))
-        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1))
-        out[idx] = x[:, 0]
-    return out
 
 
 def render(params: RenderParams, image_size: int = 28, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """The generated "lines" dataset: 28x28 RGB images of one straight line on black.
 
-Four variations, labelled in this order (the order of :data:`HEADS`):
+Four variations, labelled in this order (the order of :data:`pipeline.data.lines_labels.HEADS`):
 
 ==========  ==========================================  =====================
 variation   values (as the course sheet defines them)      label index
@@ -14,10 +14,12 @@ colour      red, blue                                   0, 1
 96 classes; ``class = ((length * 2 + width) * 12 + angle) * 2 + colour`` and the class
 name is ``"length_width_angle_colour"`` (``"1_1_9_0"``: long, thick, red, 135 degrees).
 Within a class the only variation is a continuous (sub-pixel) translation of the line's
-centre. This module holds the vocabulary (heads, labels, class names), the hard-edged
-rasterization rule below and :func:`generate_lines`; how a style draws (soft edges, blur,
+centre. The vocabulary (heads, labels, class names, the sheet's sizes) lives in
+:mod:`pipeline.data.lines_labels`; the rasterization rule below is
+:func:`pipeline.data.line_render.rasterize_lines`; how a style draws (soft edges, blur,
 brightness, JPEG, where centres fall) and the training-time randomization live in
-:mod:`pipeline.data.line_styles`.
+:mod:`pipeline.data.line_styles`. This module generates the dataset (:func:`generate_lines`)
+and exports it as image files (:func:`export_jpegs`).
 
 Rasterization rule (the ``sheet`` style, and hard-edged lines of any style)
 ---------------------------------------------------------------------------
@@ -42,65 +44,13 @@ independent of the chunking used to vectorize it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-LENGTHS_PX: tuple[float, ...] = (7.0, 15.0)
-WIDTHS_PX: tuple[float, ...] = (1.0, 3.0)
-ANGLES_DEG: tuple[int, ...] = tuple(range(0, 180, 15))
-COLOURS: tuple[str, ...] = ("red", "blue")
-COLOUR_RGB: dict[str, tuple[int, int, int]] = {"red": (255, 0, 0), "blue": (0, 0, 255)}
-
-#: Ordered: the multihead model's heads and the label order of a class name.
-HEADS: dict[str, int] = {
-    "length": len(LENGTHS_PX),
-    "width": len(WIDTHS_PX),
-    "angle": len(ANGLES_DEG),
-    "colour": len(COLOURS),
-}
-NUM_CLASSES: int = math.prod(HEADS.values())  # 96
-
-
-def encode_label(length, width, angle, colour):
-    """Class index from the four variation indices (ints or integer arrays)."""
-    parts = {"length": length, "width": width, "angle": angle, "colour": colour}
-    arrays = {}
-    for name, value in parts.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "iub":
-            raise TypeError(f"{name} index must be an integer, got dtype {arr.dtype}")
-        if np.any(arr < 0) or np.any(arr >= HEADS[name]):
-            raise ValueError(f"{name} index out of range [0, {HEADS[name]}): {value!r}")
-        arrays[name] = arr.astype(np.int64)
-    label = ((arrays["length"] * HEADS["width"] + arrays["width"]) * HEADS["angle"]
-             + arrays["angle"]) * HEADS["colour"] + arrays["colour"]
-    if all(np.ndim(v) == 0 for v in parts.values()):
-        return int(label)
-    return label
-
-
-def decode_label(label) -> dict[str, np.ndarray | int]:
-    """Variation indices of a class index (int or integer array), keys in HEADS order."""
-    arr = np.asarray(label)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"label must be an integer, got dtype {arr.dtype}")
-    if np.any(arr < 0) or np.any(arr >= NUM_CLASSES):
-        raise ValueError(f"label out of range [0, {NUM_CLASSES}): {label!r}")
-    rest = arr.astype(np.int64)
-    out: dict[str, np.ndarray | int] = {}
-    for name in reversed(list(HEADS)):
-        rest, out[name] = np.divmod(rest, HEADS[name])
-    scalar = arr.ndim == 0
-    return {name: (int(out[name]) if scalar else out[name]) for name in HEADS}
-
-
-def class_names() -> list[str]:
-    """The 96 class names ``"length_width_angle_colour"``; index = class."""
-    d = decode_label(np.arange(NUM_CLASSES))
-    return ["_".join(str(int(d[h][i])) for h in HEADS) for i in range(NUM_CLASSES)]
+from pipeline.data.line_styles import draw_params, get_style, render
+from pipeline.data.lines_labels import NUM_CLASSES, class_names
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,28 +80,6 @@ class LinesArrays:
         return int(self.images.shape[-1])
 
 
-def rasterize_lines(centres_xy, angles_deg, lengths, widths, image_size: int) -> np.ndarray:
-    """Boolean masks ``[N, S, S]`` of the lines, by the rule in the module docstring.
-
-    ``centres_xy`` is ``[N, 2]`` (x, y); ``angles_deg``, ``lengths`` and ``widths`` are
-    ``[N]`` (or scalars, broadcast). Pure and vectorized.
-    """
-    centres = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
-    n = len(centres)
-    a = np.deg2rad(np.broadcast_to(np.asarray(angles_deg, dtype=np.float64), (n,)))
-    half_l = np.broadcast_to(np.asarray(lengths, dtype=np.float64), (n,)) / 2
-    half_w = np.broadcast_to(np.asarray(widths, dtype=np.float64), (n,)) / 2
-    ux, uy = np.cos(a), -np.sin(a)
-    nx, ny = np.sin(a), np.cos(a)
-    coords = np.arange(image_size, dtype=np.float64)
-    dx = coords[None, :] - centres[:, 0:1]  # [N, S] over columns
-    dy = coords[None, :] - centres[:, 1:2]  # [N, S] over rows
-    # Separable: (p - p0).u = dx*ux + dy*uy; broadcast rows [N, S, 1] with cols [N, 1, S].
-    along = (dy * uy[:, None])[:, :, None] + (dx * ux[:, None])[:, None, :]
-    across = (dy * ny[:, None])[:, :, None] + (dx * nx[:, None])[:, None, :]
-    return (np.abs(along) <= half_l[:, None, None]) & (np.abs(across) <= half_w[:, None, None])
-
-
 def generate_lines(per_class: int = 1000, seed: int = 0, image_size: int = 28,
                    margin: float = 1.0, progress: bool = True, style: str = "sheet",
                    augment=None, augmented=None) -> LinesArrays:
@@ -162,8 +90,6 @@ def generate_lines(per_class: int = 1000, seed: int = 0, image_size: int = 28,
 
     Deterministic for ``seed``; class-major order.
     """
-    from pipeline.data.line_styles import draw_params, get_style, render
-
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.array_cache import load_or_build, params_digest
-from pipeline.data.lines import NUM_CLASSES, LinesArrays, generate_lines
+from pipeline.data.lines import LinesArrays, generate_lines
+from pipeline.data.lines_labels import NUM_CLASSES
 
 #: Bump whenever generate_lines' output for the same parameters changes.
 GENERATOR_VERSION = 2

@@ -5,7 +5,7 @@ Two layouts are read (``data.root=DIR``):
 * class folders (the course's ``classes/``): ``DIR/<L_W_A_C>/<L_W_A_C>_<id>.jpg``;
 * a flat folder: ``DIR/<L_W_A_C>_<id>.jpg`` (no subfolders).
 
-``L_W_A_C`` is a class name of :func:`pipeline.data.lines.class_names` (length 0/1, width 0/1,
+``L_W_A_C`` is a class name of :func:`pipeline.data.lines_labels.class_names` (length 0/1, width 0/1,
 angle 0..11, colour 0/1), ``<id>`` a number; the extension is ``.jpg``, ``.jpeg`` or ``.png``
 (any case). Images are 28x28 RGB; palette and other RGB-convertible images are converted,
 greyscale and 4-channel (RGBA, CMYK) images are refused: a red or blue line cannot be read
@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from pipeline.data import lines
+from pipeline.data import lines_labels
 from pipeline.data.array_cache import load_or_build, params_digest
-from pipeline.data.datamodules import InMemoryDataModule, Split, stratified_split
 from pipeline.errors import CnnvisError
 
 log = logging.getLogger(__name__)
@@ -42,7 +40,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 READER_VERSION = 1
 MAX_LISTED = 20
 
-_CLASS_INDEX = {name: i for i, name in enumerate(lines.class_names())}
+_CLASS_INDEX = {name: i for i, name in enumerate(lines_labels.class_names())}
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"RGBA", "RGBa", "RGBX", "CMYK", "PA"}
 
@@ -98,7 +96,7 @@ def parse_name(filename: str) -> tuple[int, int]:
 
 def _class_name_problem(parts: list[str]) -> str:
     bad = []
-    for (head, n), p in zip(lines.HEADS.items(), parts):
+    for (head, n), p in zip(lines_labels.HEADS.items(), parts):
         if not p.isdigit() or int(p) >= n:
             bad.append(f"{head} index {p} is out of range 0..{n - 1}")
         elif str(int(p)) != p:
@@ -106,7 +104,7 @@ def _class_name_problem(parts: list[str]) -> str:
     return "; ".join(bad) if bad else "not a class name"
 
 
-def _check_root(root) -> Path:
+def check_root(root) -> Path:
     if root is None or str(root).strip() in ("", "???"):
         raise LinesFolderError("dataset=lines_folder needs the folder of images: pass data.root=DIR "
                                "(the course's classes/ folder, or a folder written by export_jpegs). " + EXPECTED)
@@ -138,7 +136,7 @@ def _scan_file(scan: _Scan, path: Path, rel: str, folder_class: str | None) -> N
 
 def scan_folder(root) -> _Scan:
     """List and check the names of a lines folder (nothing is decoded)."""
-    root = _check_root(root)
+    root = check_root(root)
     scan = _Scan(root)
     entries = sorted((p for p in root.iterdir() if not _hidden(p)), key=lambda p: p.name)
     dirs = [p for p in entries if p.is_dir()]
@@ -285,80 +283,3 @@ def load_lines_folder(root, cache_dir=None, progress: bool = False) -> LinesFold
     arrays = load_or_build(cache_path(cache_dir, params), params, ("images", "labels"),
                            lambda: _decode_files(scan, progress), check=check, what="lines_folder images")
     return LinesFolderArrays(arrays["images"], arrays["labels"].astype(np.int64), [f[0] for f in files])
-
-
-class LinesFolderDataModule(InMemoryDataModule):
-    """The lines dataset read from image files (``dataset=lines_folder data.root=DIR``).
-
-    Same 96 classes and heads as ``lines`` (so the multihead model trains and is evaluated on
-    it); no ground-truth masks. Split like lines: ``test_fraction`` of every class for test
-    (stratified, ``split_seed``), ``val_fraction`` of the rest for validation.
-    ``test_fraction=1.0`` makes every image a test image and leaves train and validation empty:
-    for ``eval.py`` only, training refuses it. Training also needs every class in the folder.
-    """
-
-    name = "lines_folder"
-    channels = 3
-
-    def __init__(self, root: str | None = None, test_fraction: float = 0.4, val_fraction: float = 0.1,
-                 cache_dir: str | None = None, progress: bool = True, image_size: int = IMAGE_SIZE,
-                 name: str = "lines_folder", **kwargs):
-        super().__init__(**kwargs)
-        self.root = _check_root(root)
-        if not 0.0 < float(test_fraction) <= 1.0:
-            raise ValueError(f"data.test_fraction={test_fraction!r} is invalid: it must lie in (0, 1] "
-                             f"(1.0 = every image is a test image, for eval.py)")
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise ValueError(f"data.val_fraction={val_fraction!r} is invalid: it must lie strictly between 0 and 1")
-        if image_size != IMAGE_SIZE:
-            raise ValueError(f"data.image_size={image_size} is invalid for lines_folder: its images are 28x28")
-        self.test_fraction, self.val_fraction = float(test_fraction), float(val_fraction)
-        self.cache_dir, self.progress = cache_dir, progress
-        self.image_size = IMAGE_SIZE
-        self.class_names = lines.class_names()
-        self.heads = dict(lines.HEADS)
-        self.paths: list[str] = []
-        self._check_declared()
-
-    def load_splits(self):
-        arrays = load_lines_folder(self.root, self.cache_dir, self.progress)
-        self.paths = list(arrays.paths)
-        labels = arrays.labels
-        if self.test_fraction >= 1.0:
-            fit_idx = val_idx = np.empty(0, dtype=np.int64)
-            test_idx = np.arange(len(labels))
-        else:
-            rng = np.random.default_rng(self.split_seed)
-            train_idx, test_idx = stratified_split(labels, 1.0 - self.test_fraction, rng)
-            fit_pos, val_pos = stratified_split(labels[train_idx], 1.0 - self.val_fraction, rng)
-            fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
-        full = Split(torch.from_numpy(arrays.images), torch.from_numpy(labels))
-        self.split_indices = {"train": fit_idx, "val": val_idx, "test": test_idx}
-        return full.subset(fit_idx), full.subset(val_idx), full.subset(test_idx)
-
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        if stage in ("fit", "validate"):
-            self.check_trainable()
-
-    def check_trainable(self) -> None:
-        """Raise a clear error when this folder cannot train a model: no training split
-        (``test_fraction=1.0``) or classes without any image."""
-        if self.train is None or len(self.train) == 0 or len(self.val) == 0:
-            raise LinesFolderError(
-                f"data.root={self.root} with data.test_fraction={self.test_fraction:g} leaves no training or "
-                f"validation images. test_fraction=1.0 is for testing a trained checkpoint on every image: "
-                f"python eval.py ckpt=PATH dataset=lines_folder data.root={self.root} data.test_fraction=1.0")
-        present = set(torch.cat([self.train.labels, self.val.labels, self.test.labels]).unique().tolist())
-        missing = [name for c, name in enumerate(self.class_names) if c not in present]
-        if missing:
-            shown = ", ".join(missing[:MAX_LISTED]) + (f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else "")
-            raise LinesFolderError(
-                f"data.root={self.root} has no images of {len(missing)} of the {len(self.class_names)} classes "
-                f"({shown}): training needs every class. Add them, or test a trained checkpoint on these images "
-                f"with python eval.py ckpt=PATH dataset=lines_folder data.root={self.root} data.test_fraction=1.0")
-
-    def train_dataloader(self):
-        if self.train is None or len(self.train) == 0:
-            self.check_trainable()
-        return super().train_dataloader()

@@ -23,20 +23,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from pipeline.data.lines_labels import HEADS
 from pipeline.models.blocks import conv_stack, mlp, pooled_size
-
-LINES_HEADS = {"length": 2, "width": 2, "angle": 12, "colour": 2}
-HEAD_CLASS_NAMES = {"length": ["short", "long"], "width": ["thin", "thick"],
-                    "angle": [f"{a}deg" for a in range(0, 180, 15)], "colour": ["red", "blue"]}
-
-
-def head_class_names(head: str, n_classes: int, class_names: list[str]) -> list[str]:
-    """Readable class names of one output head: the dataset's names for the single head
-    ("class") and the re-joined "aggregate", the variation's values for a lines head."""
-    if head in ("class", "aggregate"):
-        return list(class_names)
-    names = HEAD_CLASS_NAMES.get(head)
-    return list(names) if names and len(names) == n_classes else [str(i) for i in range(n_classes)]
 
 
 class MultiHead(nn.Module):
@@ -45,7 +33,7 @@ class MultiHead(nn.Module):
                  pool_after: Sequence[int] = (2,), head_hidden: Sequence[int] = (128,),
                  dropout: float = 0.0, heads: Mapping[str, int] | None = None, global_pool: bool = True):
         super().__init__()
-        heads = dict(heads or LINES_HEADS)
+        heads = dict(heads or HEADS)  # the lines vocabulary
         self.features = conv_stack(in_channels, channels, kernel_size, pool_after, True, 0.0)
         if global_pool:  # every head sees the channel means: position-free, like the lines' labels
             self.features.add_module("gap", nn.AdaptiveAvgPool2d(1))

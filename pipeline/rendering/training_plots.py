@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from pipeline.leftovers import partial_path  # noqa: E402
+
 __all__ = ["read_metrics_csv", "plot_learning_curves", "plot_confusion_matrix", "write_confusion_csv"]
 
 _SUFFIX = re.compile(r"_(epoch|step)$")
@@ -279,7 +281,7 @@ def write_confusion_csv(cm, class_names: Sequence[str], path) -> Path:
         raise ValueError(f"confusion matrix {cm.shape} does not match {len(names)} class names")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    tmp = partial_path(path)
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true\\predicted", *names])

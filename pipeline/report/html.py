@@ -8,71 +8,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
+from pipeline.leftovers import partial_path
+from pipeline.report.sections import Figure, Section, Table, format_value
+
 __all__ = ["Figure", "Table", "Section", "format_value", "write_report", "write_sweep_index"]
-
-
-@dataclass
-class Figure:
-    path: str | os.PathLike  # relative to the report's directory
-    caption: str = ""
-    wide: bool | None = None  # span the whole row; None: decide from the image (aspect >= 2.2)
-
-
-@dataclass
-class Table:
-    caption: str
-    columns: list[str]
-    rows: list[list[Any]]
-
-
-@dataclass
-class Section:
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    observations: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-    subsections: list["Section"] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- formatting
-def format_value(value: Any) -> str:
-    """Text of a table cell: floats with 4 significant digits (no float noise), ints with
-    thousands separators, NaN as an en dash, None as empty."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalar
-        value = value.item()
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "\u2013"
-        if math.isinf(value):
-            return "\u221e" if value > 0 else "-\u221e"
-        if value == 0:
-            return "0"
-        a = abs(value)
-        if a >= 1e6 or a < 1e-3:
-            return f"{value:.3e}"
-        if a >= 1000:
-            return f"{value:,.1f}"
-        text, digits = f"{value:.4g}", 4
-        while a < 1 and digits < 8 and float(text) in (1.0, -1.0):  # 0.99996 must not read "1"
-            digits += 1
-            text = f"{value:.{digits}g}"
-        return text
-    return str(value)
 
 
 def _esc(text: Any) -> str:
@@ -106,7 +51,7 @@ def _slug(text: str, used: set[str]) -> str:
 
 def atomic_write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    tmp = partial_path(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.models.multihead import head_class_names
+from pipeline.leftovers import partial_path
+from pipeline.data.lines_labels import head_class_names
 from pipeline.models.summary import format_layer_table, layer_table
 
 
@@ -35,10 +36,56 @@ def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, 
         acc = test.get(head, {}).get("accuracy", float("nan"))
         plot_confusion_matrix(cm, names, cm_dir / f"{head}.png",
                               f"{model_name} on {dataset}: {head} (test accuracy {acc:.2%})")
-    tmp = run_dir / ".test_metrics.json.tmp"  # written last and renamed: never a half-written file
+    tmp = partial_path(run_dir / "test_metrics.json")  # written last and renamed: never a half-written file
     tmp.write_text(json.dumps(metrics, indent=2))
     tmp.replace(run_dir / "test_metrics.json")
     return metrics
+
+
+def set_aside_metrics(run_dir: Path) -> Path | None:
+    """Resuming into the run's own directory: Lightning's CSV logger would delete the existing
+    ``metrics.csv``, so it is renamed first (``metrics.before_resume.csv``) and joined back by
+    :func:`join_metrics` when the run finishes. Returns the renamed file, or None."""
+    current = Path(run_dir) / "metrics.csv"
+    if not current.is_file():
+        return None
+    aside = current.with_name("metrics.before_resume.csv")
+    k = 1
+    while aside.exists():
+        k += 1
+        aside = current.with_name(f"metrics.before_resume_{k}.csv")
+    current.rename(aside)
+    return aside
+
+
+def join_metrics(previous: Path, current: Path) -> None:
+    """``current`` becomes the rows of ``previous`` (up to the step the run resumed from) followed
+    by its own, columns united; ``previous`` is removed once the joined file is in place."""
+    import csv
+    import io
+
+    previous, current = Path(previous), Path(current)
+    if not current.is_file():
+        previous.rename(current)
+        return
+    with open(previous, newline="") as fh:
+        old = list(csv.DictReader(fh))
+    with open(current, newline="") as fh:
+        new = list(csv.DictReader(fh))
+    first_step = min((int(float(r["step"])) for r in new if r.get("step") not in (None, "")), default=None)
+    if first_step is not None:
+        old = [r for r in old if r.get("step") in (None, "") or int(float(r["step"])) < first_step]
+    columns: list[str] = []
+    for r in old + new:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    w.writerows(old + new)
+    tmp = partial_path(current)
+    tmp.write_text(buf.getvalue())
+    tmp.replace(current)
+    previous.unlink()
 
 
 def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summary: dict) -> None:

@@ -37,15 +37,11 @@ def resolve_ckpt(cfg: DictConfig) -> Path:
 
 
 def load_checkpoint(path: Path):
-    """The LitClassifier of a train.py checkpoint, on the CPU, loaded with ``weights_only=True``."""
-    from pipeline.training.lit_module import LitClassifier
+    """The LitClassifier of a train.py checkpoint, on the CPU, loaded with ``weights_only=True``
+    (a file that would run code is refused, naming what it holds)."""
+    from pipeline.training.checkpoints import load_lit_module
 
-    try:
-        return LitClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a checkpoint, a damaged file, someone else's checkpoint
-        raise CnnvisError(f"ckpt={path}: cannot load it as a cnnvis training checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}). Use a .ckpt written by train.py "
-                          f"(outputs/train/.../checkpoints/best.ckpt).") from exc
+    return load_lit_module(path, f"ckpt={path}", map_location="cpu")
 
 
 def _describe(names: list[str], heads: dict | None) -> str:

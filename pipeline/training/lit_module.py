@@ -17,6 +17,7 @@ confusion matrices per head on test (kept in ``self.test_confusion``).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping, Sequence
 
 import hydra
@@ -28,26 +29,11 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from pipeline.data.lines_labels import join_label, split_label  # the lines label encoding
+
 
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-def split_lines_label(labels: torch.Tensor, heads: Mapping[str, int]) -> dict[str, torch.Tensor]:
-    """Class index -> one index per head, for the mixed-radix label ((l*2+w)*12+a)*2+c."""
-    out: dict[str, torch.Tensor] = {}
-    rest = labels
-    for name, n in reversed(list(heads.items())):
-        out[name] = rest % n
-        rest = torch.div(rest, n, rounding_mode="floor")
-    return {name: out[name] for name in heads}
-
-
-def join_lines_label(parts: Mapping[str, torch.Tensor], heads: Mapping[str, int]) -> torch.Tensor:
-    label = torch.zeros_like(next(iter(parts.values())))
-    for name, n in heads.items():
-        label = label * n + parts[name]
-    return label
 
 
 def head_predictions(logits: torch.Tensor) -> torch.Tensor:
@@ -114,7 +100,7 @@ class LitClassifier(pl.LightningModule):
     # -- shared step -------------------------------------------------------------------------
     def _targets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.multihead:
-            return split_lines_label(labels, self.head_classes)
+            return split_label(labels, self.head_classes)
         return {"class": labels}
 
     def _step(self, batch):
@@ -125,7 +111,7 @@ class LitClassifier(pl.LightningModule):
         loss = sum(self.head_weights[h] * head_loss(logits[h], targets[h]) for h in self.head_classes)
         preds = {h: head_predictions(logits[h]) for h in self.head_classes}
         if self.multihead:
-            preds["aggregate"] = join_lines_label(preds, self.head_classes)
+            preds["aggregate"] = join_label(preds, self.head_classes)
             targets["aggregate"] = labels
         return loss, preds, targets
 
@@ -191,11 +177,13 @@ class LitClassifier(pl.LightningModule):
             return optimizer
         sched_cfg = dict(sched_cfg)
         interval = sched_cfg.pop("interval", "epoch")
-        if sched_cfg.get("_target_", "").endswith("CosineAnnealingLR") and sched_cfg.get("T_max") is None:
-            # null = the whole run: in epochs, or in optimizer steps with interval=step
+        # a run-length argument the config leaves null (whatever the scheduler class) is the whole run:
+        # T_max in epochs, or in optimizer steps with interval=step; total_steps in optimizer steps
+        takes = inspect.signature(hydra.utils.get_class(sched_cfg["_target_"])).parameters
+        if "T_max" in takes and sched_cfg.get("T_max") is None:
             total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
             sched_cfg["T_max"] = max(int(total or 1), 1)
-        if sched_cfg.get("_target_", "").endswith("OneCycleLR") and sched_cfg.get("total_steps") is None:
+        if "total_steps" in takes and sched_cfg.get("total_steps") is None:
             sched_cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
             interval = "step"
         scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)

@@ -18,9 +18,12 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.config import check_model_fits_data, validate_train_config
-from pipeline.errors import NoCheckpointError
+from pipeline.errors import CnnvisError, NoCheckpointError
+from pipeline.processes import this_process
+from pipeline.run_dirs import check_run_dir_unused
 from pipeline.training import artifacts
-from pipeline.training.registry import find_resumable_checkpoint, write_run_record
+from pipeline.training.checkpoints import CheckpointLoadError, read_checkpoint
+from pipeline.training.registry import find_resumable_run, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +35,57 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 
 def resolve_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint ``resume=`` continues from, checked to load with ``weights_only=True``.
+
+    ``resume=latest``: the newest interrupted run of this dataset+model (never a complete one);
+    the log says which run and checkpoint."""
     resume = cfg.get("resume")
     if not resume:
         return None
     if resume == "latest":
-        return str(find_resumable_checkpoint(Path(cfg.paths.outputs_dir), cfg.data.name, cfg.model.name))
-    path = Path(resume)
-    if not path.is_file():
-        raise NoCheckpointError(f"resume={resume}: no such checkpoint file. Use a path to a .ckpt file "
-                                f"(e.g. outputs/train/.../checkpoints/last.ckpt) or resume=latest.")
+        found = find_resumable_run(Path(cfg.paths.outputs_dir), cfg.data.name, cfg.model.name)
+        path, what = found.checkpoint, f"resume=latest picked {found.checkpoint}, but that file"
+        log.info("resume=latest: continuing the %s run %s (started %s) from %s", found.state, found.run_dir,
+                 found.record.get("started", "?"), found.checkpoint.name)
+        others = found.others
+    else:
+        path, what, others = Path(str(resume)).expanduser(), f"resume={resume}", ()
+        if not path.is_file():
+            raise NoCheckpointError(f"resume={resume}: no such checkpoint file. Use a path to a .ckpt file "
+                                    f"(e.g. outputs/train/.../checkpoints/last.ckpt) or resume=latest.")
+    try:
+        read_checkpoint(path, what)
+    except CheckpointLoadError as exc:
+        skip = (f" To skip it, move or delete it (resume=latest then takes the next candidate"
+                f"{': ' + str(others[0]) if others else ''}), or pass resume=PATH of another checkpoint."
+                if resume == "latest" else " Pass resume=PATH of another checkpoint, or resume=latest.")
+        raise type(exc)(f"{exc}{skip}") from exc
     return str(path)
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    found = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem in ("interrupted", "last")]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _record_stop(run_dir: Path, record: dict, exc: BaseException, trainer, cfg: DictConfig) -> None:
+    """run.json after fit stopped early: ``failed`` with the reason (bad input, diverged loss, a crash
+    before the first step) or ``interrupted`` (Ctrl-C, a crash mid-training: resumable)."""
+    now = dt.datetime.now().isoformat(timespec="microseconds")
+    ctrl_c = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    if isinstance(exc, CnnvisError) or (not ctrl_c and trainer.global_step == 0):
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        record.update(status="failed", finished=now, error=first if isinstance(exc, CnnvisError)
+                      else f"{type(exc).__name__}: {first}")
+        write_run_record(run_dir, record)
+        return
+    record.update(status="interrupted", stopped=now, epoch=trainer.current_epoch, global_step=trainer.global_step,
+                  reason="Ctrl-C" if ctrl_c else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
+    write_run_record(run_dir, record)
+    ckpt = _newest_checkpoint(run_dir)
+    if ckpt is not None:
+        log.error("Training stopped early (%s). Continue it with:  python train.py dataset=%s model=%s resume=%s  "
+                  "(resume=latest picks this run too)", record["reason"], cfg.data.name, cfg.model.name, ckpt)
 
 
 def build(cfg: DictConfig):
@@ -63,6 +107,8 @@ def build(cfg: DictConfig):
 def run_training(cfg: DictConfig) -> dict:
     validate_train_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:  # other DDP processes share rank 0's directory
+        check_run_dir_unused(run_dir, cfg)  # another run's results are never overwritten (resume= into it excepted)
     resume = resolve_resume(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
@@ -70,22 +116,21 @@ def run_training(cfg: DictConfig) -> dict:
 
     record = {"status": "running", "dataset": cfg.data.name, "model": cfg.model.name,
               "started": dt.datetime.now().isoformat(timespec="seconds"), "run_dir": str(run_dir.resolve()),
-              "resumed_from": resume}
+              "resumed_from": resume, **this_process()}
+    previous_metrics = None
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        previous_metrics = artifacts.set_aside_metrics(run_dir) if resume else None
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_run_record(run_dir, record)
 
     start = time.perf_counter()
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    except BaseException:  # Ctrl-C (Lightning turns it into SystemExit(1)) or a crash
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except BaseException as exc:  # Ctrl-C (Lightning turns it into SystemExit(1)), a diverged loss, a crash
         if rank_zero_only.rank == 0:
-            record.update(status="interrupted")
-            write_run_record(run_dir, record)
-            log.error("Training stopped early. Resume it with:  python train.py dataset=%s model=%s resume=latest",
-                      cfg.data.name, cfg.model.name)
+            _record_stop(run_dir, record, exc, trainer, cfg)
         raise
     finally:
         signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C after an interrupt
@@ -97,16 +142,22 @@ def run_training(cfg: DictConfig) -> dict:
 
     test = {}
     if cfg.get("test_after_fit", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
         test = module.test_results
+    best_val = ckpt_cb.best_model_score if ckpt_cb is not None else None
+    best_val = float(best_val) if best_val is not None else None
+    test_acc = test.get(module.main_head, {}).get("accuracy")
     summary = {"status": "complete", "run_dir": run_dir, "best_checkpoint": best, "last_checkpoint": last,
                "fit_seconds": fit_seconds, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-               "test": test, "main_head": module.main_head}
+               "test": test, "main_head": module.main_head, "best_val_acc": best_val,
+               "objective": test_acc if cfg.get("optimized_metric") == "test/acc" else best_val}
     if trainer.is_global_zero:
+        if previous_metrics is not None:
+            artifacts.join_metrics(previous_metrics, run_dir / "metrics.csv")
         artifacts.write_all(run_dir, cfg, module, datamodule, trainer, summary)
         record.update(status="complete", finished=dt.datetime.now().isoformat(timespec="microseconds"),
                       best_checkpoint=best, last_checkpoint=last,
-                      test_accuracy=test.get(module.main_head, {}).get("accuracy"),
+                      test_accuracy=test.get(module.main_head, {}).get("accuracy"), best_val_acc=best_val,
                       test_f1_macro=test.get(module.main_head, {}).get("f1_macro"))
         write_run_record(run_dir, record)
         print(artifacts.summary_screen(cfg, summary, datamodule))

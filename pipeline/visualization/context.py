@@ -76,13 +76,10 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, Path | None]:
 
 
 def load_module(ckpt: Path, device: torch.device):
-    from pipeline.training.lit_module import LitClassifier
+    """The checkpoint's LitClassifier, loaded with ``weights_only=True`` (a file that would run code is refused)."""
+    from pipeline.training.checkpoints import load_lit_module
 
-    try:
-        return LitClassifier.load_from_checkpoint(str(ckpt), map_location=device, weights_only=False)
-    except Exception as exc:  # a file that is not one of our checkpoints
-        raise CnnvisError(f"ckpt={ckpt}: cannot load it as a cnnvis training checkpoint ({type(exc).__name__}: {exc}). "
-                          f"Use a .ckpt written by train.py (outputs/train/.../checkpoints/best.ckpt).") from exc
+    return load_lit_module(ckpt, f"ckpt={ckpt}", map_location=device)
 
 
 def _warn_other_style(run_dir: Path | None, datamodule) -> None:

@@ -12,7 +12,7 @@ for ALL selected filters at once (one image per filter, one batch), repeats:
      roll, i.e. the roll is undone]
     [decay: image = mid + (1 - decay) * (image - mid)]
     [every blur_every steps: Gaussian blur of std blur_sigma]
-    clip to value_range
+    clip to value_range                                   (the loop: filter_ascent.py)
 
 The forward stops at the layer (a forward hook raises a private exception that is caught), so
 nothing after the layer is computed. Gradients are taken w.r.t. the input only (no parameter
@@ -21,27 +21,22 @@ previous mode is restored afterwards; grad is enabled explicitly, so the call al
 under ``torch.no_grad()`` / ``torch.inference_mode()``.
 
 :meth:`FilterVisualizer.one_at_a_time` is the reference loop: the same optimisation, one
-filter per run, from the same start and with the same random draws as the batched call. In
-eval mode the images of a batch do not interact, so both reach the same patterns (up to
-floating-point summation order).
+filter per run, from the same start and with the same random draws as the batched call. In eval mode the
+images of a batch do not interact, so both reach the same patterns (up to summation order).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipeline.visualization.filter_ascent import gradient_ascent
 from pipeline.visualization.layers import resolve_layer
 
-__all__ = ["FilterResult", "FilterVisualizer", "gaussian_blur"]
-
-_EPS = 1e-8
-
+__all__ = ["FilterResult", "FilterVisualizer"]
 
 class _StopForward(Exception):
     """Raised by the layer hook to end the forward pass at the layer."""
@@ -78,20 +73,6 @@ class FilterResult:
     def top(self, k: int) -> torch.Tensor:
         """Row indices of the ``k`` best filters (use ``filter_indices[...]`` for channel ids)."""
         return self.ranking[:k]
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[N, C, H, W]`` images (replicate padding, radius 3 sigma)."""
-    if sigma <= 0:
-        return x
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    coords = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (coords / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 class FilterVisualizer:
@@ -156,13 +137,6 @@ class FilterVisualizer:
         def stop(module, inputs, out):
             raise _StopForward(out)
         return self.layer.register_forward_hook(stop)
-
-    @staticmethod
-    def _objective(act: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
-        """Mean activation of channel ``filt[i]`` on image ``i`` -> ``[F]``."""
-        rows = torch.arange(len(filt), device=act.device)
-        sel = act[rows, filt]
-        return sel.flatten(1).mean(1) if sel.dim() > 1 else sel
 
     @property
     def n_filters(self) -> int:
@@ -244,43 +218,14 @@ class FilterVisualizer:
                   decay: float, blur_every: int, blur_sigma: float, bar) -> tuple[torch.Tensor, ...]:
         """Gradient ascent of a batch (image i for filter filt[i]); the hook must be attached."""
         device, dtype = self._param()
-        lo, hi = self.value_range
-        mid = (lo + hi) / 2.0
         fast = self.channels_last and device.type == "cpu" and dtype == torch.float32
-        fmt = torch.channels_last if fast else torch.contiguous_format
-        filt = filt.to(device)
-        x = start.to(device=device, dtype=dtype)
-        history = []
-        with torch.no_grad():
-            try:
-                start_scores = self._objective(self._to_layer(x.contiguous(memory_format=fmt)), filt)
-            except RuntimeError:
-                if fmt is torch.contiguous_format:
-                    raise
-                fmt = torch.contiguous_format  # the model's code rejects channels_last (e.g. a .view)
-                self.channels_last = False
-                start_scores = self._objective(self._to_layer(x), filt)
-        for s, (dy, dx) in enumerate(shifts.tolist()):
-            with torch.enable_grad():
-                leaf = x.detach().requires_grad_(True)
-                inp = torch.roll(leaf, shifts=(dy, dx), dims=(2, 3)) if (dy or dx) else leaf
-                obj = self._objective(self._to_layer(inp.contiguous(memory_format=fmt)), filt)
-                g, = torch.autograd.grad(obj.sum(), leaf)
-            with torch.no_grad():
-                history.append(obj.detach())
-                rms = g.pow(2).flatten(1).mean(1).sqrt().view(-1, 1, 1, 1)
-                x = x + step_size * (g / (rms + _EPS))
-                if decay:
-                    x = mid + (1.0 - decay) * (x - mid)
-                if blur_every and (s + 1) % blur_every == 0:
-                    x = gaussian_blur(x, blur_sigma)
-                x = x.clamp_(lo, hi)
-            if bar is not None:
-                bar.update(1)
-        with torch.no_grad():
-            scores = self._objective(self._to_layer(x.contiguous(memory_format=fmt)), filt)
-        hist = torch.stack(history) if history else torch.empty((0, len(filt)), device=device)
-        return (x.detach().float().cpu(), scores.float().cpu(), start_scores.float().cpu(), hist.float().cpu())
+        *out, fast_ok = gradient_ascent(self._to_layer, filt.to(device), start.to(device=device, dtype=dtype), shifts,
+                                        step_size=step_size, decay=decay, blur_every=blur_every,
+                                        blur_sigma=blur_sigma, value_range=self.value_range, channels_last=fast,
+                                        bar=bar)
+        if fast and not fast_ok:
+            self.channels_last = False  # the model's code rejects channels_last (e.g. a .view): remembered
+        return tuple(out)
 
     def _run(self, filters, steps, step_size, seed, noise, jitter, decay, blur_every, blur_sigma, progress,
              batched: bool, batch_size: int | None = None) -> FilterResult:

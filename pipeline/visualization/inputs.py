@@ -54,40 +54,80 @@ def spread_indices(labels: torch.Tensor, count: int, num_classes: int) -> list[i
     return picks
 
 
+#: greyscale modes with more than 8 bits per pixel, and their full-scale value
+_DEEP_GREY = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def _open_checked(path: Path):
+    """``Image.open`` with Pillow's decompression-bomb check turned into a clear refusal."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageInputError(
+                f"image={path}: refused: the image is too large to decode safely ({exc}; a decompression bomb?). "
+                f"Give a small image (the model sees 28x28 pixels; anything larger is resized anyway).") from None
+
+
+def _pixels(im, path: Path, channels: int, size: int) -> np.ndarray:
+    """[H, W] or [H, W, 3] float32 in [0, 1], scaled by the image's bit depth, resized to ``size``."""
+    from PIL import Image
+
+    w, h = im.size
+    if im.mode in _DEEP_GREY:  # 16-bit greyscale: scale by 65535 (convert("L") would clip it at 255)
+        grey = Image.fromarray(np.asarray(im, dtype=np.float32) / _DEEP_GREY[im.mode], mode="F")
+        if (w, h) != (size, size):
+            log.warning("image=%s is %dx%d; resized to %dx%d", path, w, h, size, size)
+            grey = grey.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
+        return arr if channels == 1 else np.repeat(arr[..., None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        raise ImageInputError(f"image={path}: the image has 32-bit {'integer' if im.mode == 'I' else 'float'} pixels, "
+                              f"which have no fixed range; save it as an 8- or 16-bit PNG, or a JPEG")
+    im = im.convert("L" if channels == 1 else "RGB")  # 8-bit grey/RGB/palette/bilevel; 16-bit RGB arrives as RGB
+    if (w, h) != (size, size):
+        log.warning("image=%s is %dx%d; resized to %dx%d", path, w, h, size, size)
+        im = im.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
 def load_image_file(path: str | Path, channels: int, size: int) -> torch.Tensor:
-    """A PNG/JPEG as float [channels, size, size] in [0, 1]; grey <-> RGB converted, other
-    sizes resized (with a warning). Rejects missing/unreadable files, zero-size images and
-    images with an alpha channel (4 channels)."""
-    from PIL import Image, UnidentifiedImageError
+    """A PNG/JPEG as float [channels, size, size] in [0, 1]; grey <-> RGB converted, 16-bit
+    greyscale scaled by its depth, other sizes resized (with a warning). Rejects missing/unreadable
+    files, zero-size images, images with an alpha channel (4 channels) and images too large to
+    decode safely (a decompression bomb)."""
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise ImageInputError(f"image={path}: no such file (give a PNG/JPEG path, or test-set indices like image=[3,17])")
+        raise ImageInputError(f"image={path}: no such file (give a PNG/JPEG path, or test-set indices like image=[3,17]; "
+                              f"a path with spaces goes in quotes: 'image=\"my digit.png\"')")
     if path.stat().st_size == 0:
         raise ImageInputError(f"image={path}: the file is empty (zero size); give a PNG or JPEG image")
     try:
-        with Image.open(path) as im:
+        with _open_checked(path) as im:
             im.load()
             mode, (w, h) = im.mode, im.size
             if w == 0 or h == 0:
                 raise ImageInputError(f"image={path}: the image has zero size ({w}x{h})")
             bands = len(im.getbands())
-            if bands == 4 or mode in ("RGBA", "LA", "PA", "CMYK"):
+            if bands == 4 or mode in ("RGBA", "LA", "PA", "CMYK", "La", "RGBa"):
                 raise ImageInputError(
                     f"image={path}: the image has 4 channels ({mode}); the model takes "
                     f"{'greyscale' if channels == 1 else 'RGB'} images: save it without alpha (RGB or greyscale)")
-            im = im.convert("L" if channels == 1 else "RGB")
-            if (w, h) != (size, size):
-                log.warning("image=%s is %dx%d; resized to %dx%d", path, w, h, size, size)
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+            arr = _pixels(im, path, channels, size)
     except ImageInputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageInputError(f"image={path}: cannot read it as an image ({exc}); use a PNG or JPEG file") from exc
     if arr.size == 0:
         raise ImageInputError(f"image={path}: the image has zero size")
-    t = torch.from_numpy(arr)
+    t = torch.from_numpy(np.ascontiguousarray(arr))
     return t.unsqueeze(0) if channels == 1 else t.permute(2, 0, 1).contiguous()
 
 

@@ -12,14 +12,17 @@ from typing import Iterable, Sequence
 
 from torch import nn
 
+from pipeline.errors import CnnvisError
+
 __all__ = ["UnknownLayerError", "layer_names", "conv_layer_names", "resolve_layers",
            "resolve_layer", "last_conv_name", "module_name"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleDict, nn.ModuleList)
 
 
-class UnknownLayerError(KeyError):
-    """A layer name that the model does not have.
+class UnknownLayerError(CnnvisError, KeyError):
+    """A layer name that the model does not have: an actionable error (the entry scripts print it
+    and exit 2, no traceback), still a ``KeyError`` for code that looks names up.
 
     ``str(err)`` is a readable sentence naming the wrong name(s) and every valid layer name
     (``KeyError.__str__`` would show the repr of a tuple). ``err.names`` holds the unknown

@@ -1,4 +1,5 @@
-"""The visualize job: context -> jobs (checked) -> images -> HDF5 + figures -> report.
+"""``python visualize.py``: context -> jobs (built from their config blocks, checked) -> images ->
+HDF5 + figures -> report (the jobs: :mod:`pipeline.jobs`).
 
 Output, in the run directory (``outputs/visualize/<dataset>/<job>/<time>/`` or a sweep's subdir):
 ``visualization.h5`` (layout in the README), ``figures/``, ``index.html`` and ``summary.json``
@@ -17,23 +18,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import CnnvisError
-from pipeline.models.multihead import head_class_names
+from pipeline.leftovers import partial_path
+from pipeline.data.lines_labels import head_class_names
+from pipeline.jobs.base import build_jobs, execute, job_blocks
 from pipeline.models.summary import format_layer_table
-from pipeline.report.html import Figure, Section, Table, write_report
+from pipeline.report.html import write_report
+from pipeline.report.sections import Figure, Section, Table
 from pipeline.training.lit_module import head_probabilities, head_predictions
 from pipeline.visualization.context import VisContext, load_context
 from pipeline.visualization.inputs import Selection, select_images
-from pipeline.visualization.jobs import JOBS
 
 log = logging.getLogger(__name__)
-
-
-def _check_jobs(cfg: DictConfig) -> list[str]:
-    names = list(cfg.job.run)
-    unknown = [n for n in names if n not in JOBS]
-    if unknown or not names:
-        raise CnnvisError(f"unknown job {', '.join(unknown) or '(none)'}; valid jobs: {', '.join(JOBS)} or all")
-    return names
 
 
 def _predict(ctx: VisContext, sel: Selection, batch_size: int):
@@ -80,7 +75,7 @@ def _inputs_section(ctx: VisContext, sel: Selection, preds, probs) -> Section:
 
 
 def run_visualize(cfg: DictConfig) -> dict:
-    job_names = _check_jobs(cfg)
+    job_names = list(job_blocks(cfg))  # checked against each job's settings before anything is loaded
     batch_size = int(cfg.batch_size)
     if batch_size < 1:
         raise CnnvisError(f"batch_size={cfg.batch_size} is invalid: it must be a positive integer")
@@ -90,14 +85,14 @@ def run_visualize(cfg: DictConfig) -> dict:
         raise CnnvisError(f"{h5_path} exists already; pass overwrite=true or use a new run directory")
 
     ctx = load_context(cfg)
-    jobs = [JOBS[name](ctx, cfg) for name in job_names]  # layer/target/head checks happen here
+    jobs = build_jobs(cfg, ctx)  # hydra.utils.instantiate on each job's block; its checks happen here
     test = ctx.datamodule.test
     sel = select_images(cfg.get("image"), test.images, test.labels, test.masks, len(ctx.class_names),
                         int(cfg.get("num_images", 6)))
     preds, probs = _predict(ctx, sel, batch_size)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    fig_tmp, fig_dir = run_dir / "figures.partial", run_dir / "figures"
+    fig_tmp, fig_dir = partial_path(run_dir / "figures"), run_dir / "figures"  # figures.partial-<pid>@<host>
     shutil.rmtree(fig_tmp, ignore_errors=True)
     fig_tmp.mkdir()
     attrs = {"dataset": ctx.dataset_name, "model": ctx.model_name, "checkpoint": str(ctx.ckpt),
@@ -109,8 +104,8 @@ def run_visualize(cfg: DictConfig) -> dict:
         with H5RunWriter(h5_path, attrs=attrs, overwrite=bool(cfg.get("overwrite", False))) as writer:
             writer.write_inputs(sel.images, sel.labels, sel.sources, predictions=preds, probabilities=probs)
             if sel.masks is not None:
-                writer.file.create_dataset("masks", data=sel.masks.numpy())
-            sections = [job.run(sel, writer, run_dir, fig_tmp, batch_size) for job in jobs]
+                writer.write_masks(sel.masks)
+            sections = [execute(job, sel, writer, run_dir, fig_tmp, batch_size) for job in jobs]
     except BaseException:
         shutil.rmtree(fig_tmp, ignore_errors=True)
         raise

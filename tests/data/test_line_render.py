@@ -10,7 +10,8 @@ from PIL import Image
 
 from pipeline.data.line_geometry import angle_error, measure_lines
 from pipeline.data.line_render import PIXEL_VARIANCE, jpeg_roundtrip, line_coverage
-from pipeline.data.lines import decode_label, generate_lines
+from pipeline.data.lines import generate_lines
+from pipeline.data.lines_labels import decode_label
 
 
 def _brute_force_coverage(cx, cy, angle, length, width, blur, px, py, step=0.004):

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.data.line_geometry import angle_error, measure_lines
 from pipeline.data.line_styles import STYLES, Augment, draw_params, get_style, render
-from pipeline.data.lines import ANGLES_DEG, NUM_CLASSES, decode_label, generate_lines
+from pipeline.data.lines import generate_lines
+from pipeline.data.lines_labels import ANGLES_DEG, NUM_CLASSES, decode_label
 
 PER_CLASS = 8
 

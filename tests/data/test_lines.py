@@ -8,22 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.lines import (
-    ANGLES_DEG,
-    COLOUR_RGB,
-    COLOURS,
-    HEADS,
-    LENGTHS_PX,
-    NUM_CLASSES,
-    WIDTHS_PX,
-    LinesArrays,
-    class_names,
-    decode_label,
-    encode_label,
-    export_jpegs,
-    generate_lines,
-    rasterize_lines,
-)
+from pipeline.data.line_render import rasterize_lines
+from pipeline.data.lines import LinesArrays, export_jpegs, generate_lines
+from pipeline.data.lines_labels import (ANGLES_DEG, COLOUR_RGB, COLOURS, HEADS, LENGTHS_PX, NUM_CLASSES, WIDTHS_PX,
+                                        class_names, decode_label, encode_label)
 
 SEEDS = (0, 1, 2)
 PER_CLASS = 5

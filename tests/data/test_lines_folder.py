@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from pipeline.data import lines_folder as lf
-from pipeline.data.lines import class_names, export_jpegs, generate_lines
-from pipeline.data.lines_folder import (LinesFolderDataModule, LinesFolderError, load_lines_folder,
-                                        read_lines_folder)
+from pipeline.data.lines import export_jpegs, generate_lines
+from pipeline.data.lines_labels import class_names
+from pipeline.data.lines_folder import LinesFolderError, load_lines_folder, read_lines_folder
+from pipeline.data.lines_folder_datamodule import LinesFolderDataModule
 from pipeline.errors import CnnvisError
 
 PER_CLASS = 3

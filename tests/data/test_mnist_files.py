@@ -17,14 +17,8 @@ import pytest
 
 from pipeline.data import mnist_files as mf
 from pipeline.data.idx import write_idx
-from pipeline.data.mnist_files import (
-    SPECS,
-    DatasetCorruptError,
-    DatasetNotFoundError,
-    candidate_dirs,
-    find_dataset_files,
-    load_idx_dataset,
-)
+from pipeline.data.idx_specs import FILE_KEYS, SPECS, DatasetCorruptError, DatasetNotFoundError
+from pipeline.data.mnist_files import candidate_dirs, find_dataset_files, load_idx_dataset
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 SHARED_MNIST = SHARED / "mnist"
@@ -106,7 +100,7 @@ def test_spec_hashes_match_shared_sums(name):
     spec = SPECS[name]
     sums = dict(line.split()[::-1] for line in (SHARED / spec.dirname / "SHA256SUMS.raw").read_text().splitlines()
                 if line.strip())
-    assert {spec.files[k]: spec.sha256[k] for k in mf.FILE_KEYS} == sums
+    assert {spec.files[k]: spec.sha256[k] for k in FILE_KEYS} == sums
     assert len(spec.classes) == 10
 
 
@@ -193,7 +187,8 @@ def test_explicit_data_dir_without_files_is_an_error(isolated, serve, monkeypatc
     with pytest.raises(DatasetNotFoundError) as info:
         load_idx_dataset("mnist", data_dir=empty, mirrors=[url], cache_dir=isolated / "cache")
     msg = str(info.value)
-    assert str(empty) in msg and "dataset.data_dir" in msg and "train-images-idx3-ubyte" in msg
+    assert str(empty) in msg and "data.data_dir" in msg and "train-images-idx3-ubyte" in msg
+    assert "dataset.data_dir" not in msg  # the key Hydra accepts is data.data_dir (dataset= is the group)
     assert requests == [] and not (isolated / "cache").exists()
 
 
@@ -327,7 +322,7 @@ def test_unreachable_mirror_reports_everything(isolated):
     assert err.searched == searched and len(searched) >= 3
     positions = [msg.index(str(p) + ":") for p in searched]
     assert positions == sorted(positions)  # listed in search order
-    assert "dataset.data_dir=" in msg and "CNNVIS_DATA_DIR" in msg
+    assert "data.data_dir=" in msg and "dataset.data_dir" not in msg and "CNNVIS_DATA_DIR" in msg
     for n in NAMES:
         assert n in msg
     assert bad + "train-images-idx3-ubyte.gz" in msg and "cannot connect" in msg

@@ -1,7 +1,8 @@
 """The evaluate job's sample and its printed bars (the job itself runs in test_visualize_job)."""
 import torch
 
-from pipeline.evaluation.job import EvaluateJob, evaluation_sample, print_bars
+from pipeline.evaluation.sampling import evaluation_sample
+from pipeline.evaluation.scoreboard import evaluation_observations, print_bars
 
 
 def test_evaluation_sample_prefixes_span_the_classes():
@@ -43,7 +44,7 @@ def test_observations_explain_blank_maps_and_verdicts():
             {"method": "gradcam", "head": "angle", "pointing_game": 0.998, "energy_in_mask": 0.17, "mask_share": 0.03,
              "blank_maps": 0.0, "deletion_auc": 0.5, "deletion_auc_random": 0.5, "sanity_top_layer": 0.2,
              "sanity_pass": True}]
-    text = EvaluateJob.observations(None, rows, has_masks=True)
+    text = evaluation_observations(rows, has_masks=True)
     blank = [t for t in text if "blank" in t]
     assert blank == [blank[0]] and blank[0].startswith("gradcam (length): 50.0% of the maps are blank")
     assert any("gradcam (length)" in t and "FAILS the sanity check" in t for t in text)

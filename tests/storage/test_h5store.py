@@ -44,9 +44,16 @@ def _write_full(path, p, overwrite=False):
         w.write_filters("features.conv1", p["patterns"], p["scores"], p["start"],
                         np.arange(16), ranking, attrs={"steps": 64, "step_size": 0.05,
                                                        "blur_every": None})
+        w.write_masks(p["images"][:, 0] > 0.5)
         for head in ("length", "angle"):
-            w.write_gradcam(head, "features.conv1", p["gc_maps"], p["gc_maps"] / 7, p["gc_layer"],
-                            np.array([0, 1, 1, 0]), np.array([0.5, 0.9, 0.99, 0.1]))
+            w.write_attribution("gradcam", head, "features.conv1", p["gc_maps"], p["gc_maps"] / 7, p["gc_layer"],
+                                np.array([0, 1, 1, 0]), np.array([0.5, 0.9, 0.99, 0.1]))
+        w.write_attribution("saliency", "angle", "input", p["gc_maps"], p["gc_maps"] / 7, p["gc_maps"],
+                            np.array([0, 1, 1, 0]), np.array([0.5, 0.9, 0.99, 0.1]), attrs={"notes": ["a note"]})
+        w.write_evaluation_indices(np.array([7, 3, 5]))
+        w.write_evaluation("gradcam", "angle", {"maps": p["gc_maps"][:3], "pointing_game": np.array([1.0, 0.0, 1.0]),
+                                                "deletion_curves": np.ones((3, 5))},
+                           attrs={"sanity_layers": ["a", "b"]})
         w.set_attrs(checkpoint="/x/last.ckpt", config="a: 1\nb: [1, 2]\n",
                     layer_shapes={"features.conv1": [16, 6, 6]}, extra={"k": [1, 2]})
     return path
@@ -86,9 +93,18 @@ def test_round_trip_every_group_exactly(tmp_path):
         assert f["attrs"]["steps"] == 64 and f["attrs"]["step_size"] == 0.05
         assert f["attrs"]["blur_every"] is None
 
-        assert run.gradcam_heads() == ["length", "angle"]
-        assert run.gradcam_layers("angle") == ["features.conv1"]
-        g = run.gradcam("angle", "features.conv1")
+        np.testing.assert_array_equal(inp["masks"], p["images"][:, 0] > 0.5)
+        assert run.attribution_methods() == ["gradcam", "saliency"]
+        assert run.attribution_heads("gradcam") == ["length", "angle"]
+        assert run.attribution_layers("gradcam", "angle") == ["features.conv1"]
+        assert run.attribution("saliency", "angle", "input")["attrs"]["notes"] == ["a note"]
+        np.testing.assert_array_equal(run.evaluation_indices(), [7, 3, 5])
+        assert run.evaluation_methods() == ["gradcam"]
+        ev = run.evaluation("gradcam", "angle")
+        np.testing.assert_array_equal(ev["maps"], p["gc_maps"][:3])
+        np.testing.assert_array_equal(ev["pointing_game"], [1.0, 0.0, 1.0])
+        assert ev["deletion_curves"].shape == (3, 5) and ev["attrs"]["sanity_layers"] == ["a", "b"]
+        g = run.attribution("gradcam", "angle", "features.conv1")
         np.testing.assert_array_equal(g["maps"], p["gc_maps"])
         np.testing.assert_array_equal(g["maps_normalized"], p["gc_maps"] / 7)
         np.testing.assert_array_equal(g["layer_maps"], p["gc_layer"])
@@ -105,9 +121,9 @@ def test_round_trip_every_group_exactly(tmp_path):
     # the raw file follows the documented layout (other tools read it without H5Run)
     with h5py.File(path, "r") as raw:
         assert set(raw.keys()) >= {"inputs", "labels", "sources", "predictions", "probabilities",
-                                   "activations", "filters", "gradcam"}
+                                   "activations", "filters", "attribution", "evaluation", "masks"}
         assert isinstance(raw["filters/features.conv1"], h5py.Group)
-        assert raw["gradcam/length/features.conv1/maps"].shape == (N, H, W)
+        assert raw["attribution/gradcam/length/features.conv1/maps"].shape == (N, H, W)
         assert json.loads(raw.attrs["layer_shapes"]) == {"features.conv1": [16, 6, 6]}
 
 
@@ -173,7 +189,7 @@ def test_exception_leaves_no_file_and_no_temp(tmp_path):
             w.write_inputs(np.zeros((2, 1, 4, 4)), [1, 2], ["a", "b"], {"class": [1, 2]},
                            {"class": np.zeros((2, 10))})
             partial = list(path.parent.iterdir())
-            assert [q.name for q in partial] == [f"run.h5.partial-{os.getpid()}"]
+            assert [q.name for q in partial] == [f"run.h5.partial-{os.getpid()}@{__import__('socket').gethostname()}"]
             assert not path.exists()  # nothing under the real name while writing
             raise KeyError("fail")
     assert not path.exists()
@@ -189,4 +205,8 @@ def test_reader_errors_are_clear(tmp_path):
     with H5Run(path) as run:
         with pytest.raises(KeyError, match="conv1"):
             run.activations("conv2")
-        assert run.gradcam_heads() == [] and run.filter_layers() == []
+        assert run.attribution_methods() == [] and run.filter_layers() == [] and run.evaluation_methods() == []
+        with pytest.raises(KeyError, match="job=evaluate"):
+            run.evaluation_indices()
+        with pytest.raises(KeyError, match="stored methods"):
+            run.attribution("gradcam", "angle", "conv1")

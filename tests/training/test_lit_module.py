@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.data.lines import HEADS, decode_label, encode_label
-from pipeline.training.lit_module import LitClassifier, join_lines_label, split_lines_label
+from pipeline.data.lines_labels import HEADS, decode_label, encode_label, join_label, split_label
+from pipeline.training.lit_module import LitClassifier
 
 NET = {"_target_": "pipeline.models.multihead.MultiHead", "channels": [4, 4, 4]}
 OPT = {"_target_": "torch.optim.Adam", "lr": 1e-3}
@@ -14,12 +14,12 @@ OPT = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 def test_label_split_matches_the_generator_encoding_for_all_96_classes():
     labels = torch.arange(96)
-    parts = split_lines_label(labels, HEADS)
+    parts = split_label(labels, HEADS)
     ref = decode_label(labels.numpy())
     for h in HEADS:
         assert parts[h].tolist() == list(ref[h])
-    assert torch.equal(join_lines_label(parts, HEADS), labels)
-    assert int(encode_label(1, 1, 9, 0)) == int(join_lines_label({"length": torch.tensor(1), "width": torch.tensor(1),
+    assert torch.equal(join_label(parts, HEADS), labels)
+    assert int(encode_label(1, 1, 9, 0)) == int(join_label({"length": torch.tensor(1), "width": torch.tensor(1),
                                                                    "angle": torch.tensor(9), "colour": torch.tensor(0)}, HEADS))
 
 
@@ -39,7 +39,7 @@ def test_multihead_metrics_by_hand():
     module = LitClassifier(NET, OPT, name="multihead")
     # 4 images; true parts:
     true = {"length": [0, 1, 1, 0], "width": [1, 1, 0, 0], "angle": [3, 11, 0, 5], "colour": [0, 1, 1, 0]}
-    labels = join_lines_label({h: torch.tensor(v) for h, v in true.items()}, HEADS)
+    labels = join_label({h: torch.tensor(v) for h, v in true.items()}, HEADS)
     angle_logits = torch.full((4, 12), -5.0)
     for i, a in enumerate([3, 11, 1, 5]):       # image 2: angle wrong
         angle_logits[i, a] = 5.0
@@ -57,7 +57,7 @@ def test_multihead_metrics_by_hand():
     assert got["aggregate"] == pytest.approx(0.5)   # images 0 and 1 have all four heads right
     # loss = sum of BCE on the binary heads + CE on angle
     loss, _, _ = module._step((torch.zeros(4, 3, 28, 28), labels))
-    t = split_lines_label(labels, HEADS)
+    t = split_label(labels, HEADS)
     expected = sum(nn.functional.binary_cross_entropy_with_logits(logits[h][:, 0], t[h].float())
                    for h in ("length", "width", "colour")) + nn.functional.cross_entropy(angle_logits, t["angle"])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -71,6 +71,6 @@ def test_head_weights_scale_the_loss():
     a.eval(); b.eval()
     la, _, _ = a._step((x, y))
     lb, _, _ = b._step((x, y))
-    t = split_lines_label(y, HEADS)
+    t = split_label(y, HEADS)
     ce = nn.functional.cross_entropy(b.net(x)["angle"], t["angle"])
     assert (lb - la).item() == pytest.approx(ce.item(), rel=1e-5)

@@ -1,4 +1,4 @@
-"""Grad-CAM++, Score-CAM, Layer-CAM, HiResCAM (pipeline.visualization.cams) and the registry.
+"""Grad-CAM++, Score-CAM, Layer-CAM, HiResCAM (pipeline.attribution).
 
 Each CAM is checked against a deliberately naive transcription of its paper's formula written
 here (per image, per channel, per location loops in float64 on a float64 copy of the model;
@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.multihead import MultiHead
-from pipeline.visualization.cams import (AttributionResult, GradCAMPlusPlus, HiResCAM, LayerCAM,
-                                         ScoreCAM)
-from pipeline.visualization.gradcam import CAMResult, GradCAM
-from pipeline.visualization.gradients import (GuidedGradCAM, IntegratedGradients, Saliency,
-                                              SmoothGrad)
-from pipeline.visualization.methods import METHODS, make_method, needs_layer
+from pipeline.attribution.gradcam import GradCAM
+from pipeline.attribution.gradcam_plus_plus import GradCAMPlusPlus
+from pipeline.attribution.hirescam import HiResCAM
+from pipeline.attribution.layercam import LayerCAM
+from pipeline.attribution.result import AttributionResult
+from pipeline.attribution.scorecam import ScoreCAM
 from tests.visualization import helpers
 from tests.visualization.helpers import (OneHead, check_all_zero, check_hooks_modes_grads,
                                          check_hooks_removed_after_error, rand_images, tiny)
@@ -136,7 +136,7 @@ def test_gradient_cams_match_naive_formula(name, layer, k):
     x = imgs()
     targets = torch.tensor([0, 3, 4, 1]) if k == 5 else torch.tensor([0, 1, 1, 0])
     res = GRAD_CAMS[name](model, layer)(x, targets)
-    assert isinstance(res, CAMResult) and isinstance(res, AttributionResult)
+    assert isinstance(res, AttributionResult)
     assert res.method == name and res.binary == (k == 1)
     assert torch.equal(res.targets, targets)
     ref = naive_gradient_cam(model, layer, x, targets, name)
@@ -268,36 +268,7 @@ def test_inplace_relu_gives_the_same_maps(name):
     close(inplace.maps, plain.maps, 1e-6)
 
 
-# --- registry ------------------------------------------------------------------------------
-
-def test_registry():
-    assert list(METHODS) == ["gradcam", "gradcam++", "scorecam", "layercam", "hirescam", "saliency",
-                             "smoothgrad", "integrated_gradients", "guided_gradcam"]
-    assert METHODS["gradcam"] is GradCAM and METHODS["smoothgrad"] is SmoothGrad
-    assert [n for n in METHODS if needs_layer(n)] == ["gradcam", "gradcam++", "scorecam", "layercam",
-                                                      "hirescam", "guided_gradcam"]
-    model = tiny()
-    x = imgs(2)
-    m = make_method("GradCAM++", model, None, batch_size=8)
-    assert isinstance(m, GradCAMPlusPlus) and m.layer_name == "features.conv2" and m.batch_size == 8
-    assert isinstance(make_method("integrated_gradients", model, "features.conv2", n_steps=4),
-                      IntegratedGradients)
-    assert isinstance(make_method("guided_gradcam", model, "features.conv1"), GuidedGradCAM)
-    sal = make_method("saliency", model, "features.conv2")  # a pure gradient method ignores the layer
-    assert isinstance(sal, Saliency) and sal.layer is None
-    for name in METHODS:
-        params = {"smoothgrad": {"n_samples": 2}, "integrated_gradients": {"n_steps": 4}}.get(name, {})
-        res = make_method(name, model, "features.conv2", **params)(x)
-        assert isinstance(res, CAMResult) and res.maps.shape == (2, S, S)
-    with pytest.raises(ValueError, match="valid methods: gradcam, gradcam\\+\\+, scorecam"):
-        make_method("gradcam+++", model, None)
-    with pytest.raises(ValueError):
-        needs_layer("nope")
-
-
 def test_attribution_notes_name_the_method_and_reason():
-    from pipeline.visualization.cams import AttributionResult
-
     maps = torch.zeros(3, 4, 4)
     maps[2] = 0.5  # constant, not zero
     res = AttributionResult(maps=maps, maps_normalized=maps, layer_maps=maps, targets=torch.tensor([1, 2, 3]),
@@ -309,3 +280,25 @@ def test_attribution_notes_name_the_method_and_reason():
         "everywhere, map is all zeros",
         "head angle, saliency: image 1 (target 2): no evidence, map is all zeros",
         "head angle, saliency: image 2 (target 3): map is constant, normalized to all ones"]
+
+
+# --- the shared fast paths ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(ALL_CAMS))
+def test_every_cam_gets_the_fast_paths_and_the_same_maps_without_them(multi, name):
+    """channels_last below the layer and unrequested heads skipped, for every CAM (they live in
+    the base class), with the maps of the plain path."""
+    seen = {"cl": [], "length_rows": []}
+    h1 = multi.features.conv1.register_forward_pre_hook(
+        lambda m, args: seen["cl"].append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    h2 = multi.heads["length"].register_forward_hook(lambda m, args, out: seen["length_rows"].append(len(args[0])))
+    x = imgs(3, 28)
+    try:
+        fast = ALL_CAMS[name](multi, "features.conv3", heads=["angle"])(x)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert seen["cl"] and all(seen["cl"]), "channels_last input below the layer"
+    assert seen["length_rows"] and not any(seen["length_rows"]), "the unrequested head gets an empty batch"
+    plain = ALL_CAMS[name](multi, "features.conv3", heads=["angle"], channels_last=False, skip_unused_heads=False)(x)
+    close(fast["angle"].maps, plain["angle"].maps, 1e-5)

@@ -10,7 +10,8 @@ from torch import nn
 from pipeline.models.cnn_basic import CNNBasic
 from pipeline.models.cnn_deep import CNNDeep
 from pipeline.models.multihead import MultiHead
-from pipeline.visualization.filters import FilterResult, FilterVisualizer, gaussian_blur
+from pipeline.visualization.filter_ascent import gaussian_blur
+from pipeline.visualization.filters import FilterResult, FilterVisualizer
 from pipeline.visualization.layers import UnknownLayerError
 from tests.visualization import helpers
 from tests.visualization.helpers import no_hooks

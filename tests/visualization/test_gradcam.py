@@ -1,4 +1,4 @@
-"""Grad-CAM: equal to Captum's LayerGradCam, per-image targets, multi-head, hooks, grad modes."""
+"""Grad-CAM (pipeline.attribution.gradcam): equal to Captum's LayerGradCam, per-image targets, multi-head, hooks, grad modes."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +11,8 @@ from captum.attr import LayerAttribution, LayerGradCam  # test-only dependency
 from pipeline.models.cnn_basic import CNNBasic
 from pipeline.models.cnn_deep import CNNDeep
 from pipeline.models.multihead import MultiHead
-from pipeline.visualization.gradcam import CAMResult, GradCAM, normalize_maps
+from pipeline.attribution.gradcam import GradCAM
+from pipeline.attribution.result import AttributionResult, normalize_maps
 from pipeline.visualization.layers import UnknownLayerError
 from tests.visualization import helpers
 from tests.visualization.helpers import no_hooks, rand_images
@@ -68,7 +69,7 @@ def test_matches_captum_per_image_targets(model_name, layer, request):
     x = images(1)
     targets = torch.tensor([0, 3, 9, 1, 7, 5])  # a different class per image
     res = GradCAM(model, layer)(x, targets)
-    assert isinstance(res, CAMResult)
+    assert isinstance(res, AttributionResult) and res.method == "gradcam"
     ref = captum_maps(model, layer, x, targets)
     assert res.maps.shape == (N, 28, 28) and res.maps.dtype == torch.float32
     assert ref.abs().max() > 0

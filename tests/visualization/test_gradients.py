@@ -1,4 +1,4 @@
-"""Saliency, SmoothGrad, Integrated Gradients, Guided Grad-CAM (pipeline.visualization.gradients).
+"""Saliency, SmoothGrad, Integrated Gradients, Guided Grad-CAM (pipeline.attribution).
 
 Checked against Captum (test-only): Saliency(abs=True), IntegratedGradients (same n_steps,
 method and baseline), GuidedGradCam (same interpolation) to 1e-5 of the attribution's scale;
@@ -19,10 +19,12 @@ from captum.attr import NoiseTunnel
 from captum.attr import Saliency as CaptumSaliency
 from pipeline.models.cnn_deep import CNNDeep
 from pipeline.models.multihead import MultiHead
-from pipeline.visualization.cams import AttributionResult
-from pipeline.visualization.gradcam import GradCAM
-from pipeline.visualization.gradients import (GuidedBackprop, GuidedGradCAM, IntegratedGradients,
-                                              Saliency, SmoothGrad, quadrature)
+from pipeline.attribution.gradcam import GradCAM
+from pipeline.attribution.guided import GuidedBackprop, GuidedGradCAM
+from pipeline.attribution.integrated_gradients import IntegratedGradients, quadrature
+from pipeline.attribution.result import AttributionResult
+from pipeline.attribution.saliency import Saliency
+from pipeline.attribution.smoothgrad import SmoothGrad
 from tests.visualization.helpers import (OneHead, check_all_zero, check_hooks_modes_grads,
                                          check_hooks_removed_after_error, close, no_hooks, prepared,
                                          rand_images, tiny)

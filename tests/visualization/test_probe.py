@@ -15,18 +15,20 @@ from torch import nn
 
 from pipeline.data.line_geometry import measure_lines
 from pipeline.data.line_render import jpeg_roundtrip
-from pipeline.data.line_styles import edge_extent, gaussian_blur, get_style, render, valid_centre_range
-from pipeline.data.lines import decode_label
+from pipeline.data.line_render import gaussian_blur
+from pipeline.data.line_styles import edge_extent, get_style, render, valid_centre_range
+from pipeline.data.lines_labels import HEADS as LINES_HEADS
+from pipeline.data.lines_labels import decode_label
 from pipeline.errors import CnnvisError
-from pipeline.evaluation.job import evaluation_sample
-from pipeline.evaluation.probe import ProbeJob, changed_params, probe_observations, transform_images
+from pipeline.evaluation.probe_factors import changed_params, transform_images
+from pipeline.evaluation.probe_observations import probe_observations
+from pipeline.evaluation.sampling import evaluation_sample
+from pipeline.jobs.base import execute
 from pipeline.storage.h5store import H5Run, H5RunWriter
 from pipeline.visualization.context import VisContext
 from tests.conftest import QUIET_TRAINER, TINY, compose_cfg, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-LINES_HEADS = {"length": 2, "width": 2, "angle": 12, "colour": 2}
 
 
 # -- hand-made models ----------------------------------------------------------------------------
@@ -95,10 +97,15 @@ def lines_dms(tmp_path_factory):
     return root, out
 
 
+def _job(cfg, ctx):
+    """The probe job as visualize.py builds it: its config block, instantiated, called with the context."""
+    return hydra.utils.instantiate(cfg.probe)(ctx, layers=None, seed=cfg.seed)
+
+
 def _run(cfg, ctx, tmp_path: Path, name="v.h5"):
-    job = ProbeJob(ctx, cfg)
+    job = _job(cfg, ctx)
     with H5RunWriter(tmp_path / name) as writer:
-        section = job.run(None, writer, tmp_path, tmp_path / "figures", 64)
+        section = execute(job, None, writer, tmp_path, tmp_path / "figures", 64)
     return section
 
 
@@ -348,7 +355,7 @@ def test_bad_input_is_a_clear_error_before_any_work(lines_dms, tmp_path, overrid
     root, dms = lines_dms
     cfg = _cfg(root, "lines", [override])
     with pytest.raises(CnnvisError, match=re.escape(needle)):
-        ProbeJob(_ctx(cfg, LineStats(0.0), dms["course"]), cfg)
+        _job(cfg, _ctx(cfg, LineStats(0.0), dms["course"]))
 
 
 # -- storage round trip ------------------------------------------------------------------------------

@@ -57,8 +57,9 @@ def test_all_jobs_write_store_figures_and_report(trained):
             direct = net.features[:1](x)
             np.testing.assert_allclose(h5.activations("features.conv1"), direct.numpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(h5.activations("features.relu3"), net.features[:-1](x).numpy(), rtol=1e-5, atol=1e-6)
-        assert set(h5.gradcam_heads()) == {"length", "width", "angle", "colour"}
-        cam = h5.gradcam("angle", "features.conv3")
+        assert h5.attribution_methods() == ["gradcam"]
+        assert set(h5.attribution_heads("gradcam")) == {"length", "width", "angle", "colour"}
+        cam = h5.attribution("gradcam", "angle", "features.conv3")
         assert cam["maps"].shape == (6, 28, 28) and np.isfinite(cam["maps"]).all()
         assert cam["layer_maps"].shape == (6, 14, 14)
         filt = h5.filters("features.conv1")
@@ -67,11 +68,12 @@ def test_all_jobs_write_store_figures_and_report(trained):
     with h5py.File(run_dir / "visualization.h5") as f:
         assert f["activations/features.conv1"].chunks == (1, 16, 28, 28)
         assert f["masks"].shape == (6, 28, 28)
+        np.testing.assert_array_equal(f["masks"][()], H5Run(run_dir / "visualization.h5").inputs()["masks"])
     # one activation figure per (image, layer), gradcam per head, filters all + top
     assert len(list((run_dir / "figures" / "activations").rglob("*.png"))) == 6 * len(layers)
-    assert len(list((run_dir / "figures" / "gradcam" / "angle").rglob("image*.png"))) == 6
+    assert len(list((run_dir / "figures" / "attribution" / "gradcam" / "angle").rglob("image*.png"))) == 6
     assert (run_dir / "figures" / "filters" / "features.conv1_top4.png").is_file()
-    assert not (run_dir / "figures.partial").exists()
+    assert not (run_dir / "figures.partial").exists() and not list(run_dir.glob("*.partial*"))
     html = (run_dir / "index.html").read_text()
     for src in __import__("re").findall(r'<img[^>]+src="([^"]+)"', html):
         assert (run_dir / src).resolve().is_file(), src
@@ -101,14 +103,14 @@ def test_gradcam_target_and_head(trained):
     cfg = vis_cfg(root, "lines", ["job=gradcam", "gradcam.head=angle", "gradcam.target=3", "image=[0,1]"])
     run_visualize(cfg)
     with H5Run(Path(cfg.paths.output_dir) / "visualization.h5") as h5:
-        assert h5.gradcam_heads() == ["angle"]
-        assert h5.gradcam("angle", "features.conv3")["targets"].tolist() == [3, 3]
+        assert h5.attribution_heads("gradcam") == ["angle"]
+        assert h5.attribution("gradcam", "angle", "features.conv3")["targets"].tolist() == [3, 3]
 
 
 def _nothing_written(cfg) -> bool:
     run_dir = Path(cfg.paths.output_dir)
     return not run_dir.exists() or not any(p.name in ("visualization.h5", "figures", "figures.partial", "index.html")
-                                           for p in run_dir.iterdir())
+                                           or ".partial" in p.name for p in run_dir.iterdir())
 
 
 @pytest.mark.parametrize("overrides,error,needle", [
@@ -171,15 +173,12 @@ def test_no_checkpoint_yet_names_the_train_command(tmp_path):
 
 def test_attribution_job_runs_every_method(trained):
     root, _ = trained
-    cfg = vis_cfg(root, "mnist", ["job=attribution", "image=[0,1]", "method_params.smoothgrad.n_samples=4",
-                                  "method_params.integrated_gradients.n_steps=4"])
+    cfg = vis_cfg(root, "mnist", ["job=attribution", "image=[0,1]", "methods.smoothgrad.n_samples=4",
+                                  "methods.integrated_gradients.n_steps=4"])
     run_visualize(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    from pipeline.visualization.methods import METHODS
-
     with h5py.File(run_dir / "visualization.h5") as f:
-        stored = {"gradcam"} | set(f["attribution"].keys())
-        assert stored == set(METHODS)
+        assert list(f["attribution"].keys()) == list(cfg.methods)  # every method of the catalog, in its order
         assert f["attribution/saliency/class/input/maps"].shape == (2, 28, 28)
         assert f["attribution/scorecam/class/features.conv1/maps"].shape == (2, 28, 28)
     assert (run_dir / "figures" / "attribution" / "integrated_gradients" / "class" / "input" / "sheet.png").is_file()
@@ -208,3 +207,17 @@ def test_evaluate_job_scores_methods(trained, dataset):
         assert f["evaluation/indices"].shape == (24,)
         assert f[f"evaluation/gradcam/{heads[0]}/deletion_curves"].shape == (6, 5)
     assert "Measured explanations" in (run_dir / "index.html").read_text()
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["job=gradcam", "gradcam.method=gradcam+++"], "gradcam.method: unknown attribution method gradcam+++; valid: gradcam"),
+    (["job=attribution", "+methods.smoothgrad.n_sample=3"], "methods.smoothgrad: SmoothGrad takes no setting n_sample"),
+    (["job=evaluate", "evaluate.methods=[gradcam,nope]"], "evaluate.methods: unknown attribution method nope"),
+    (["job=filters", "filters.steps=0"], "filters.steps=0 is invalid"),
+])
+def test_bad_method_or_job_settings_fail_before_any_work(trained, overrides, needle):
+    root, _ = trained
+    cfg = vis_cfg(root, "lines", overrides)
+    with pytest.raises(CnnvisError, match=__import__("re").escape(needle)):
+        run_visualize(cfg)
+    assert _nothing_written(cfg)

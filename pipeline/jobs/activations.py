@@ -1,0 +1,99 @@
+"""``job=activations``: every channel of the chosen layers' outputs, per image (config:
+``activations.*`` in conf/job/activations.yaml).
+
+Forward hooks record the layers in one pass per batch; one figure per (image, layer) with every
+channel as a tile on a shared colour scale; sparsity and mean per layer. Stored under
+``activations/<layer>``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.errors import CnnvisError
+from pipeline.jobs.base import safe_name
+from pipeline.report.sections import Figure, Section, Table
+from pipeline.visualization.context import VisContext
+from pipeline.visualization.inputs import Selection
+
+__all__ = ["ActivationsJob"]
+
+
+@dataclass
+class Activations:
+    images: Selection
+    acts: dict[str, torch.Tensor]
+    stats: dict[str, dict] = field(default_factory=dict)
+
+
+class ActivationsJob:
+    def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, layer_types: list[str], cmap: str):
+        """``layer_types``: the default layers are every layer of these types with a 2-D map output."""
+        self.ctx, self.cmap = ctx, cmap
+        types = set(layer_types)
+        self.layers = layers or [r["name"] for r in ctx.layer_rows
+                                 if r["type"] in types and r["output_shape"] and len(r["output_shape"]) == 3]
+        if not self.layers:
+            raise CnnvisError("activations: no layer to show; pass layer=<name> (see the run's model_summary.txt)")
+
+    def compute(self, images: Selection, batch_size: int) -> Activations:
+        from pipeline.visualization.activations import activation_stats, record_activations
+
+        acts, _ = record_activations(self.ctx.net, images.images.to(self.ctx.device), self.layers,
+                                     batch_size=batch_size, device="cpu")
+        return Activations(images, acts, {layer: activation_stats(acts[layer]) for layer in self.layers})
+
+    def store(self, result: Activations, writer, run_dir: Path) -> None:
+        for layer in self.layers:
+            writer.write_activations(layer, result.acts[layer], result.stats[layer])
+
+    def render(self, result: Activations, fig_dir: Path) -> dict[str, list[Figure]]:
+        from pipeline.rendering.figures import render_activation_figure
+
+        sel = result.images
+        figures: dict[str, list[Figure]] = {layer: [] for layer in self.layers}
+        todo = [(i, layer) for layer in self.layers for i in range(len(sel))]
+        for i, layer in tqdm(todo, desc="activation figures", unit="fig"):
+            path = fig_dir / "activations" / safe_name(layer) / f"image{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            a = result.acts[layer][i]
+            render_activation_figure(sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})",
+                                     cmap=self.cmap)
+            figures[layer].append(Figure(path, f"{layer}, image {i} ({sel.sources[i]})"))
+        return figures
+
+    def section(self, result: Activations, figures: dict[str, list[Figure]]) -> Section:
+        rows, subsections = [], []
+        for layer in self.layers:
+            a, s = result.acts[layer], result.stats[layer]
+            rows.append([layer, "x".join(map(str, a.shape[1:])), s["sparsity"], s["mean"], s["max"], s["dead_channels"]])
+            subsections.append(Section(f"Layer {layer}", paragraphs=[
+                f"{a.shape[1]} channels; {s['sparsity']:.1%} of the activations are exactly zero, mean {s['mean']:.3g}."],
+                figures=figures[layer]))
+        return Section("Intermediate activations",
+                       paragraphs=["Each figure shows one image (left) and every channel of one layer's output as a "
+                                   "tile (right), all tiles on one colour scale. Stored in visualization.h5 under "
+                                   "activations/<layer>."],
+                       observations=self.observations(result.stats),
+                       tables=[Table("Per-layer numbers over the selected images",
+                                     ["layer", "shape (C x H x W)", "sparsity (zeros)", "mean", "max", "dead channels"],
+                                     rows)],
+                       subsections=subsections)
+
+    def observations(self, stats: dict[str, dict]) -> list[str]:
+        out = []
+        types = {r["name"]: r["type"] for r in self.ctx.layer_rows}
+        relu = [(n, s["sparsity"]) for n, s in stats.items() if types.get(n) == "ReLU"]
+        if len(relu) >= 2:
+            seq = " -> ".join(f"{n} {v:.0%}" for n, v in relu)
+            rising = all(b[1] >= a[1] for a, b in zip(relu, relu[1:]))
+            out.append(f"Activations {'grow sparser' if rising else 'do not grow steadily sparser'} with depth "
+                       f"(share of zeros after each ReLU: {seq}).")
+        dead = [n for n, s in stats.items() if s["dead_channels"] > 0]
+        if dead:
+            out.append("Layers with channels that stay zero for every shown image: " +
+                       ", ".join(f"{n} ({stats[n]['dead_channels']:.0%})" for n in dead) + ".")
+        return out

@@ -1,0 +1,161 @@
+"""``job=gradcam`` and ``job=attribution``: heatmaps of one or several attribution methods laid
+over the run's images (config: ``gradcam.*`` in conf/job/gradcam.yaml, ``attribution.*`` in
+conf/job/attribution.yaml; the methods come from ``methods``, conf/methods/).
+
+For each method, layer (``"input"`` for the input-gradient methods) and head: the maps, a
+figure per image (input, map at the layer's resolution, overlay), a sheet of all images, the
+explained class per image and, where the dataset has line masks, the share of the map's mass
+on the line and the pointing game. Stored under ``attribution/<method>/<head>/<layer>``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.attribution.result import AttributionResult
+from pipeline.data.lines_labels import head_class_names, split_label
+from pipeline.errors import CnnvisError
+from pipeline.jobs.base import safe_name
+from pipeline.jobs.method_choice import build_method, chosen_methods, needs_layer
+from pipeline.report.sections import Figure, Section, Table
+from pipeline.visualization.context import VisContext
+from pipeline.visualization.inputs import Selection
+from pipeline.visualization.layers import last_conv_name
+
+__all__ = ["AttributionMapsJob", "localization"]
+
+
+@dataclass
+class MapSet:
+    """The maps of one method, head and layer."""
+    method: str
+    head: str
+    layer: str
+    result: AttributionResult
+
+
+@dataclass
+class AttributionMaps:
+    images: Selection
+    maps: list[MapSet]
+
+
+class AttributionMapsJob:
+    def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, method: Any, catalog: dict[str, Any],
+                 target: int | None = None, head: str | None = None, alpha: float, cmap: str):
+        """``method``: a name in ``catalog`` (the run's ``methods``) or a list of names; ``target``: one
+        class for every image (None: each image's prediction); ``head``: one head (None: every head)."""
+        self.ctx, self.alpha, self.cmap = ctx, float(alpha), cmap
+        self.methods = chosen_methods(method, catalog, "gradcam.method")
+        self.layers = layers or [last_conv_name(ctx.net)]
+        heads = list(ctx.head_classes)
+        if head is not None:
+            if not ctx.multihead:
+                raise CnnvisError(f"gradcam.head={head}: model {ctx.model_name} has a single output; drop gradcam.head")
+            if head not in heads:
+                raise CnnvisError(f"gradcam.head={head} does not exist; valid heads of {ctx.model_name}: {', '.join(heads)}")
+            heads = [head]
+        self.heads = heads
+        if target is not None:
+            for h in heads:
+                k = ctx.head_classes[h]
+                if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < k:
+                    where = f" of head {h}" if ctx.multihead else ""
+                    raise CnnvisError(f"gradcam.target={target} is out of range{where}: valid classes are 0..{k - 1}")
+        self.target = target
+
+    def compute(self, images: Selection, batch_size: int) -> AttributionMaps:
+        x = images.images.to(self.ctx.device)
+        out = []
+        for name, factory in self.methods.items():
+            for layer in (self.layers if needs_layer(factory) else ["input"]):
+                with build_method(factory, self.ctx.net, layer, self.heads if self.ctx.multihead else None,
+                                  batch_size) as method:
+                    res = method(x, self.target)
+                for head, r in (res if isinstance(res, dict) else {"class": res}).items():
+                    out.append(MapSet(name, head, layer, r))
+        return AttributionMaps(images, out)
+
+    def store(self, result: AttributionMaps, writer, run_dir: Path) -> None:
+        for m in result.maps:
+            notes = m.result.notes()
+            writer.write_attribution(m.method, m.head, m.layer, m.result.maps, m.result.maps_normalized,
+                                     m.result.layer_maps, m.result.targets, m.result.probs,
+                                     attrs={"notes": notes} if notes else None)
+
+    def render(self, result: AttributionMaps, fig_dir: Path) -> list[Section]:
+        from pipeline.rendering.figures import render_gradcam_figure, render_gradcam_sheet
+
+        sel, subsections = result.images, []
+        for m in result.maps:
+            d = fig_dir / "attribution" / safe_name(m.method) / safe_name(m.head) / safe_name(m.layer)
+            d.mkdir(parents=True, exist_ok=True)
+            titles, figs = self._titles(m), []
+            for i in tqdm(range(len(sel)), desc=f"{m.method} figures ({m.head}, {m.layer})", unit="fig"):
+                path = render_gradcam_figure(sel.images[i], m.result.maps_normalized[i], m.result.layer_maps[i],
+                                             d / f"image{i:02d}.png",
+                                             f"{m.method} {titles[i]} - image {i} ({sel.sources[i]})",
+                                             alpha=self.alpha, cmap=self.cmap)
+                figs.append(Figure(path, f"image {i} ({sel.sources[i]}): {titles[i]}"))
+            sheet = render_gradcam_sheet(sel.images, m.result.maps_normalized, titles, d / "sheet.png",
+                                         alpha=self.alpha, cmap=self.cmap, title=f"{m.method} at {m.layer}")
+            where = (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}"
+            subsections.append(Section(f"{m.method}: {where}", figures=[Figure(sheet, f"{m.method}, all images"), *figs]))
+        return subsections
+
+    def section(self, result: AttributionMaps, figures: list[Section]) -> Section:
+        sel, rows, loc_rows, observations = result.images, [], [], []
+        for m in result.maps:
+            names = self._names(m.head)
+            for i in range(len(sel)):
+                rows.append([m.method, m.head, m.layer, i, sel.sources[i], names[int(m.result.targets[i])],
+                             float(m.result.probs[i]), self._true_name(m.head, int(sel.labels[i]), names)])
+            observations += [f"{m.method} at {m.layer}: {n}" for n in m.result.notes()]
+            if sel.masks is not None:
+                loc_rows.append([m.method, m.head, m.layer, *localization(m.result.maps, sel.masks)])
+        tables = [Table("Explained class per image", ["method", "head", "layer", "image", "source",
+                                                      "target (explained)", "probability", "true class"], rows)]
+        if loc_rows:
+            tables.append(Table("Heatmap mass on the line (ground-truth mask)",
+                                ["method", "head", "layer", "energy on the line", "line's share of the image",
+                                 "ratio to chance", "pointing game (peak on the line, 1 px tolerance)"], loc_rows))
+            for method, head, layer, energy, share, ratio, hits in loc_rows:
+                observations.append(f"{method}, {head} at {layer}: {energy:.0%} of the heatmap mass lies on the line, "
+                                    f"which covers {share:.1%} of the image ({ratio:.1f}x chance); the peak is on "
+                                    f"the line in {hits:.0%} of the images.")
+        names = list(self.methods)
+        title = "Class-activation heatmaps (Grad-CAM)" if names == ["gradcam"] else f"Attribution maps ({', '.join(names)})"
+        return Section(title, paragraphs=[
+            "Each figure: the input, the raw map at the layer's resolution (the input's for the gradient methods) "
+            "and the map laid over the input. Grad-CAM weighs the layer's channels by the spatial mean of the target "
+            "score's gradient and keeps the positive part of the weighted sum, upsampled bilinearly. Stored under "
+            "attribution/<method>/<head>/<layer> in visualization.h5."],
+            observations=observations, tables=tables, subsections=figures)
+
+    def _names(self, head: str) -> list[str]:
+        return head_class_names(head, self.ctx.head_classes[head], self.ctx.class_names)
+
+    def _titles(self, m: MapSet) -> list[str]:
+        names = self._names(m.head)
+        return [f"{m.head}: {names[int(t)]} (p={float(p):.2f})" for t, p in zip(m.result.targets, m.result.probs)]
+
+    def _true_name(self, head: str, label: int, names) -> str:
+        if label < 0:
+            return "unknown"
+        if head == "class":
+            return names[label]
+        return names[int(split_label(torch.tensor([label]), self.ctx.head_classes)[head])]
+
+
+def localization(maps: torch.Tensor, masks: torch.Tensor) -> list[float]:
+    """[energy on the line, the line's share, their ratio, pointing-game hits] over the images."""
+    from pipeline.evaluation.localization import energy_in_mask, mask_share, pointing_game
+
+    energy = float(energy_in_mask(maps, masks).mean())
+    share = float(mask_share(masks).mean())
+    hits = float(pointing_game(maps, masks, dilate=1).float().mean())
+    return [energy, share, energy / max(share, 1e-12), hits]

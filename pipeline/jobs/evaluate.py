@@ -1,0 +1,201 @@
+"""``job=evaluate``: score attribution methods on data with a known answer (config:
+``evaluate.*`` in conf/job/evaluate.yaml; the methods come from ``methods``, conf/methods/).
+
+For ``evaluate.num_images`` test images (a seeded, class-spread sample) and each method and head
+at one layer:
+
+* localization (datasets with ground-truth masks, i.e. lines): pointing game (peak on the line,
+  mask dilated by one pixel), energy-in-mask (share of the map's positive mass on the line,
+  against the line's share of the image), IoU of the top-k pixels with the mask (k = mask size);
+* faithfulness (any dataset), on the first ``evaluate.faithfulness_images``: deletion and
+  insertion curves of the target probability and their AUC, in the map's order and in a seeded
+  random order (the baseline to beat: lower deletion AUC, higher insertion AUC);
+* sanity (Adebayo et al. 2018), on ``evaluate.sanity_images``: cascading randomization from the
+  top layer down; the Spearman rank correlation of each randomized model's maps with the trained
+  model's, averaged over the images and ``evaluate.sanity_repeats`` independent random
+  re-initializations. A method passes when the correlation falls below
+  ``evaluate.sanity_threshold`` once the top layer is randomized.
+
+Results: ``evaluation/`` in the run's HDF5 file, ``evaluation.csv`` / ``evaluation.json``, plots
+under ``figures/evaluation/`` and a report section.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.errors import CnnvisError
+from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion
+from pipeline.evaluation.localization import localization_scores, pointing_game_valid
+from pipeline.evaluation.sampling import evaluation_sample
+from pipeline.evaluation.sanity import merge_cascades, parameter_layers, randomization_cascade
+from pipeline.evaluation.scoreboard import COLUMNS, evaluation_observations, print_bars, write_tables
+from pipeline.jobs.method_choice import build_method, chosen_methods, needs_layer
+from pipeline.report.sections import Figure, Section, Table
+from pipeline.visualization.context import VisContext
+from pipeline.visualization.inputs import Selection
+from pipeline.visualization.layers import last_conv_name
+
+__all__ = ["EvaluateJob"]
+
+
+@dataclass
+class Evaluation:
+    indices: torch.Tensor                       # the scored test images
+    rows: list[dict]                            # one per (method, head): the scores (COLUMNS)
+    arrays: dict[tuple[str, str], dict]         # (method, head) -> per-image arrays for the HDF5 file
+    curves: dict = field(default_factory=dict)  # (head, mode) -> {method: [images, steps + 1]}
+    cascades: dict = field(default_factory=dict)  # head -> {method: cascade steps}
+    first_image: np.ndarray | None = None
+    has_masks: bool = False
+    faithfulness_images: int = 0
+    sanity_images: int = 0
+
+
+class EvaluateJob:
+    def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, methods: list[str],
+                 catalog: dict[str, Any], head: str | None = None, num_images: int, faithfulness_images: int,
+                 deletion_steps: int, sanity_images: int, sanity_repeats: int, sanity_threshold: float):
+        self.ctx, self.seed = ctx, seed
+        self.methods = chosen_methods(methods, catalog, "evaluate.methods")
+        if layers and len(layers) > 1:
+            raise CnnvisError(f"job=evaluate scores one layer at a time; got layer={layers}")
+        self.layer = layers[0] if layers else last_conv_name(ctx.net)
+        heads = list(ctx.head_classes)
+        if head is not None and head not in heads:
+            raise CnnvisError(f"evaluate.head={head} does not exist; valid heads: {', '.join(heads)}")
+        self.heads = [head] if head is not None else heads
+        counts = dict(num_images=num_images, faithfulness_images=faithfulness_images, sanity_images=sanity_images,
+                      sanity_repeats=sanity_repeats, deletion_steps=deletion_steps)
+        for key, value in counts.items():
+            if value < 0 or (key in ("num_images", "sanity_repeats", "deletion_steps") and value < 1):
+                raise CnnvisError(f"evaluate.{key}={value} is invalid: it must be a positive integer")
+        self.num_images, self.faithfulness_images, self.sanity_images = num_images, faithfulness_images, sanity_images
+        self.sanity_repeats, self.deletion_steps, self.sanity_threshold = sanity_repeats, deletion_steps, sanity_threshold
+
+    # -- computing ------------------------------------------------------------------------------
+    def _maps(self, net, factory, x: torch.Tensor, targets: dict | None, heads: list[str], batch_size: int):
+        with build_method(factory, net, self.layer, heads if self.ctx.multihead else None, batch_size) as m:
+            out = m(x, targets if self.ctx.multihead else (targets or {}).get("class"))
+        return out if isinstance(out, dict) else {"class": out}
+
+    def compute(self, images: Selection, batch_size: int) -> Evaluation:
+        """Scores on its own sample of the test set (the run's images are not used)."""
+        test = self.ctx.datamodule.test
+        idx = evaluation_sample(test.labels, self.num_images, self.seed)
+        x = (test.images[idx].float() / 255).to(self.ctx.device)
+        masks = test.masks[idx] if test.masks is not None else None
+        n_faith, n_sanity = min(self.faithfulness_images, len(idx)), min(self.sanity_images, len(idx))
+        ev = Evaluation(idx, [], {}, first_image=x[0].cpu().numpy(), has_masks=masks is not None,
+                        faithfulness_images=n_faith, sanity_images=n_sanity)
+        random_cache: dict = {}
+        for name, factory in tqdm(self.methods.items(), desc="evaluate methods", unit="method"):
+            start = time.perf_counter()
+            results = self._maps(self.ctx.net, factory, x, None, self.heads, batch_size)
+            elapsed = time.perf_counter() - start
+            for head, res in results.items():
+                maps = res.maps.float().cpu()
+                row = {"method": name, "head": head, "layer": self.layer if needs_layer(factory) else "input",
+                       "seconds": elapsed / len(results)}
+                arrays = {"maps": maps[:64].numpy(), "targets": res.targets.numpy()}  # the first 64 maps
+                attrs: dict = {}
+                row["blank_maps"] = float((~pointing_game_valid(maps)).float().mean())  # no peak: all zero / constant
+                if masks is not None:
+                    loc = localization_scores(maps, masks, dilate=1)
+                    for k in ("pointing_game", "energy_in_mask", "mask_share", "topk_iou"):
+                        arrays[k] = loc[k].float().numpy()
+                        row[k] = float(loc[k].float().mean())
+                if n_faith:
+                    self._faithfulness(name, head, res, x[:n_faith], maps[:n_faith], batch_size, row, arrays, ev,
+                                       random_cache)
+                if n_sanity:
+                    steps = self._sanity(factory, head, x[:n_sanity], res.targets[:n_sanity], batch_size)
+                    ev.cascades.setdefault(head, {})[name] = steps
+                    top = steps[1]["mean"] if len(steps) > 1 else float("nan")
+                    row["sanity_top_layer"], row["sanity_last_step"] = top, steps[-1]["mean"]
+                    row["sanity_pass"] = bool(top < self.sanity_threshold)
+                    row["sanity_top_layer_each"] = steps[1]["run_means"] if len(steps) > 1 else []
+                    arrays["sanity_spearman"] = np.stack([s["spearman"].numpy() for s in steps])
+                    attrs = {"sanity_layers": json.dumps([s["layer"] for s in steps]),
+                             "sanity_repeats": self.sanity_repeats}  # spearman rows: repeat-major
+                ev.rows.append(row)
+                ev.arrays[(name, head)] = {"arrays": arrays, "attrs": attrs}
+        return ev
+
+    def _faithfulness(self, name, head, res, xf, mf, batch_size, row, arrays, ev, random_cache) -> None:
+        score = class_probability_fn(self.ctx.net, res.targets.to(self.ctx.device), head if self.ctx.multihead else None)
+        mf = mf.to(self.ctx.device)
+        for mode in ("deletion", "insertion"):
+            c, auc = deletion_insertion(score, xf, mf, steps=self.deletion_steps, mode=mode, order="map",
+                                        seed=self.seed, batch_size=batch_size)
+            key = (head, mode, tuple(res.targets[:len(xf)].tolist()))
+            if key not in random_cache:  # the random order does not depend on the method
+                random_cache[key] = deletion_insertion(score, xf, mf, steps=self.deletion_steps, mode=mode,
+                                                       order="random", seed=self.seed, batch_size=batch_size)
+            rc, rauc = random_cache[key]
+            row[f"{mode}_auc"], row[f"{mode}_auc_random"] = float(auc.mean()), float(rauc.mean())
+            ev.curves.setdefault((head, mode), {})[name] = c.cpu().numpy()
+            ev.curves[(head, mode)]["random order"] = rc.cpu().numpy()
+            arrays[f"{mode}_curves"] = c.cpu().numpy()
+
+    def _sanity(self, factory, head: str, x: torch.Tensor, targets: torch.Tensor, batch_size: int) -> list[dict]:
+        net = self.ctx.net
+        layers = parameter_layers(net, prefixes=("features", f"heads.{head}") if self.ctx.multihead else None)
+
+        def attribute(model, xb, t):
+            return self._maps(model, factory, xb, {head: t}, [head], batch_size)[head].maps
+
+        runs = [randomization_cascade(net, attribute, x, targets.to(x.device), seed=self.seed + 1000 * r, layers=layers)
+                for r in range(self.sanity_repeats)]
+        return merge_cascades(runs)
+
+    # -- storing, drawing, reporting --------------------------------------------------------------
+    def store(self, result: Evaluation, writer, run_dir: Path) -> None:
+        writer.write_evaluation_indices(result.indices)
+        for (method, head), stored in result.arrays.items():
+            writer.write_evaluation(method, head, stored["arrays"], attrs=stored["attrs"])
+        write_tables(result.rows, run_dir)
+        bars = print_bars(result.rows, self.ctx.dataset_name)
+        if bars:
+            print(bars)
+
+    def render(self, result: Evaluation, fig_dir: Path) -> list[Figure]:
+        from pipeline.rendering.evaluation_plots import plot_cascade, plot_curves, plot_scores
+
+        d, rows, figs = fig_dir / "evaluation", result.rows, []
+        if any(r.get("pointing_game") is not None for r in rows):
+            figs.append(Figure(plot_scores(rows, "pointing_game", d / "pointing_game.png", "Pointing game (peak on the line)"),
+                               "pointing game per method and head"))
+            share = float(np.mean([r["mask_share"] for r in rows]))
+            figs.append(Figure(plot_scores(rows, "energy_in_mask", d / "energy_in_mask.png",
+                                           "Share of the map's mass on the line", chance=share),
+                               "energy in mask; dashed: the line's share of the image (chance)"))
+        for (head, mode), by_method in result.curves.items():
+            figs.append(Figure(plot_curves(by_method, d / f"{mode}_{head}.png", f"{mode} curves, head {head}"),
+                               f"{mode}: mean target probability as pixels are {'removed' if mode == 'deletion' else 'inserted'} "
+                               f"in each map's order (dashed: random order), head {head}"))
+        for head, by_method in result.cascades.items():
+            names = [s["layer"] for s in next(iter(by_method.values()))]
+            maps = {m: [s["maps"][0].cpu().numpy() for s in st] for m, st in by_method.items()}
+            figs.append(Figure(plot_cascade(result.first_image, maps, names, d / f"cascade_{head}.png",
+                                            f"randomization cascade, head {head} (top layer first)"),
+                               f"sanity check: maps of image 0 as the layers are re-initialized from the top, head {head}"))
+        return figs
+
+    def section(self, result: Evaluation, figures: list[Figure]) -> Section:
+        return Section("Measured explanations",
+                       paragraphs=[f"{len(result.indices)} test images (seeded sample), layer {self.layer} for the layer "
+                                   f"methods; deletion/insertion on the first {result.faithfulness_images}, the "
+                                   f"randomization check on the first {result.sanity_images} ({self.sanity_repeats} "
+                                   f"random re-initializations each). Full table: evaluation.csv / evaluation.json."],
+                       observations=evaluation_observations(result.rows, result.has_masks),
+                       tables=[Table("Scores per method and head", [c.replace("_", " ") for c in COLUMNS],
+                                     [[r.get(c) for c in COLUMNS] for r in result.rows])],
+                       figures=figures)

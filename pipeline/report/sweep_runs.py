@@ -1,0 +1,95 @@
+"""What each run directory of a sweep says about itself: complete (with its summary) or failed
+(with its error line), read from the files the jobs leave, so it is the same whichever Hydra
+launcher ran them (in this process, in joblib workers, as submitit jobs).
+
+Per run directory (``<n>_...`` under the sweep directory), the first that applies:
+
+- ``error.json``: the job failed (pipeline/failures.py): its error line and exit code;
+- ``summary.json``: a visualize run: job, dataset, model, images, the first observation;
+- ``run.json``: a training run: its status (complete, failed, interrupted, stale, ...), dataset,
+  model, test accuracy;
+- ``test_metrics.json``: an eval run: dataset, model, accuracy;
+- only Hydra's files: the job left no result (killed?): failed, see its log.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.failures import read_failure_record
+
+
+@dataclass
+class SweepRun:
+    label: str                       # the run directory's name, e.g. "1_mnist_cnn_basic"
+    path: Path
+    status: str                      # complete | failed | interrupted | stale | running
+    error: str | None = None
+    exit_code: int | None = None
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "complete"
+
+    def row(self) -> dict:
+        """One row of the sweep index (and of sweep.json)."""
+        return {"run": self.label, "status": self.status, **self.summary, "error": self.error}
+
+
+def _job_number(name: str) -> tuple[int, str]:
+    m = re.match(r"(\d+)", name)
+    return (int(m.group(1)) if m else 1 << 30, name)
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _log_of(sub: Path) -> str:
+    logs = sorted(sub.glob("*.log"))
+    return f"see {sub.name}/{logs[0].name}" if logs else "see its folder"
+
+
+def read_run(sub: Path) -> SweepRun | None:
+    """The state of one run directory of a sweep (None for a folder that is not a run)."""
+    failure = read_failure_record(sub)
+    if failure is not None:
+        return SweepRun(sub.name, sub, "failed", failure.get("error"), failure.get("exit_code"),
+                        {k: failure.get(k) for k in ("job", "dataset", "model") if failure.get(k) is not None})
+    s = _load(sub / "summary.json") if (sub / "summary.json").is_file() else None
+    if s is not None:
+        return SweepRun(sub.name, sub, "complete", summary={
+            "job": s.get("job"), "dataset": s.get("dataset"), "model": s.get("model"), "images": s.get("images"),
+            "observation": (s.get("observations") or [""])[0]})
+    rec = _load(sub / "run.json") if (sub / "run.json").is_file() else None
+    if rec is not None:
+        from pipeline.training.registry import run_state
+
+        state = run_state(rec)
+        error = rec.get("error") or (rec.get("reason") if state != "complete" else None)
+        if state in ("running", "stale") and not error:
+            error = f"the training process stopped without finishing ({_log_of(sub)})"
+        return SweepRun(sub.name, sub, state, error, 1 if state != "complete" else None,
+                        {"dataset": rec.get("dataset"), "model": rec.get("model"),
+                         "test_accuracy": rec.get("test_accuracy")})
+    m = _load(sub / "test_metrics.json") if (sub / "test_metrics.json").is_file() else None
+    if m is not None:
+        return SweepRun(sub.name, sub, "complete", summary={"dataset": m.get("dataset"), "model": m.get("model"),
+                                                            "accuracy": m.get("accuracy")})
+    if (sub / ".hydra").is_dir():
+        return SweepRun(sub.name, sub, "failed", f"the job left no result ({_log_of(sub)})", 1)
+    return None
+
+
+def collect_runs(sweep_dir: Path) -> list[SweepRun]:
+    """Every run of the sweep, in job order (``2_...`` before ``10_...``); hidden folders
+    (``.submitit/``) are not runs."""
+    subs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: _job_number(p.name))
+    return [r for r in (read_run(s) for s in subs) if r is not None]

@@ -1,0 +1,66 @@
+"""Faults a user meets in visualize.py, through the entry point's error handling (pipeline/cli.py):
+an unknown layer name and Ctrl-C in the middle of a job each give one clear message (exit 2 /
+130), no traceback, and leave no files."""
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import run_job
+from pipeline.training.train import run_training
+from pipeline.visualization.run import run_visualize
+from tests.conftest import QUIET_TRAINER, TINY, compose_cfg
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vis_faults")
+    run_training(compose_cfg(root, [*TINY["mnist"], "model=cnn_basic", *QUIET_TRAINER]))
+    return root
+
+
+def _files(root: Path) -> list[Path]:
+    out = root / "outputs" / "visualize"
+    return [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+
+
+def test_an_unknown_layer_is_one_clear_message(root, capsys):
+    cfg = compose_cfg(root, [*TINY["mnist"], "job=activations", "layer=features.nope"], config_name="visualize")
+    with pytest.raises(SystemExit) as info:
+        run_job(run_visualize, cfg)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyError" not in err
+    assert "error: unknown layer 'features.nope'" in err and "Valid layer names: features.conv1" in err
+    assert _files(root) == []
+
+
+def _interrupt_when_partial_files_appear(run_dir: Path, stop: threading.Event) -> None:
+    """Press Ctrl-C (KeyboardInterrupt in the main thread) once the job is writing its partial files."""
+    while not stop.is_set():
+        if run_dir.is_dir() and any(".partial" in p.name for p in run_dir.iterdir()):
+            _thread.interrupt_main()
+            return
+        time.sleep(0.05)
+
+
+def test_ctrl_c_during_a_job_stops_cleanly(root, capsys):
+    cfg = compose_cfg(root, [*TINY["mnist"], "job=filters", "filters.steps=1000000", "image=[0]"],
+                      config_name="visualize")
+    run_dir = Path(cfg.paths.output_dir)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_interrupt_when_partial_files_appear, args=(run_dir, stop), daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(SystemExit) as info:
+            run_job(run_visualize, cfg)
+    finally:
+        stop.set()
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert "error: interrupted (Ctrl-C)" in err and "Traceback" not in err
+    assert not run_dir.exists() and _files(root) == []  # no half-written store, figures or empty run dir
