@@ -51,8 +51,9 @@ def _example(key: str) -> str:
 
 #: What to pass for a required (``???``) config value, by key.
 REQUIRED_HINTS = {
-    "data.root": "data.root=DIR (dataset=lines_folder: the folder of class folders L_W_A_C/, e.g. the "
-                 "course's classes/, or of L_W_A_C_<id>.jpg files)",
+    "data.root": "data.root=DIR (dataset=image_folder: a folder of class folders of images; dataset=lines_folder: "
+                 "the folder of class folders L_W_A_C/, e.g. the course's classes/, or of L_W_A_C_<id>.jpg files)",
+    "model.net._target_": "model.net._target_=my_package.MyNet (model=custom: your nn.Module class)",
     "ckpt": "ckpt=PATH (a checkpoint written by train.py, e.g. outputs/train/lines/multihead/<time>/checkpoints/best.ckpt)",
 }
 
@@ -284,4 +285,7 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_lines", node=LinesDataSchema, package="data")
     cs.store(group="dataset", name="base_idx", node=IdxDataSchema, package="data")
     cs.store(group="dataset", name="base_lines_folder", node=LinesFolderDataSchema, package="data")
+    from pipeline.data.image_folder_datamodule import ImageFolderDataSchema
+
+    cs.store(group="dataset", name="base_image_folder", node=ImageFolderDataSchema, package="data")
     cs.store(name="eval_schema", node=EvalSchema)

@@ -30,19 +30,17 @@ import numpy as np
 
 from pipeline.data import lines_labels
 from pipeline.data.array_cache import load_or_build, params_digest
+from pipeline.data.image_files import IMAGE_SUFFIXES, read_image
 from pipeline.errors import CnnvisError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 28
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: Bump whenever the reader's output for the same files changes (invalidates the caches).
 READER_VERSION = 1
 MAX_LISTED = 20
 
 _CLASS_INDEX = {name: i for i, name in enumerate(lines_labels.class_names())}
-_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-_ALPHA_MODES = {"RGBA", "RGBa", "RGBX", "CMYK", "PA"}
 
 EXPECTED = ("Expected: class folders named L_W_A_C (L length 0/1, W width 0/1, A angle 0..11, "
             "C colour 0/1, e.g. 1_0_9_1/) holding files L_W_A_C_<id>.jpg|.jpeg|.png (<id> a number, the "
@@ -173,30 +171,9 @@ def scan_folder(root) -> _Scan:
 
 
 def _read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """``([3, 28, 28] uint8, None)`` or ``(None, reason)``."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode, (w, h) = im.mode, im.size
-            problems = []
-            if (w, h) != (IMAGE_SIZE, IMAGE_SIZE):
-                problems.append(f"{w}x{h} pixels, must be {IMAGE_SIZE}x{IMAGE_SIZE}")
-            if mode in _GREY_MODES:
-                problems.append(f"greyscale image (mode {mode}): a line's colour (red/blue) cannot be read from "
-                                f"it; save it as RGB")
-            elif mode in _ALPHA_MODES:
-                problems.append(f"4-channel image (mode {mode}); save it as RGB without alpha")
-            if problems:
-                return None, "; ".join(problems)
-            rgb = im if mode == "RGB" else im.convert("RGB")
-            arr = np.asarray(rgb, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return None, f"cannot be read as an image ({type(exc).__name__}: {exc})"
-    if arr.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        return None, f"decodes to an array of shape {arr.shape}, expected {IMAGE_SIZE}x{IMAGE_SIZE} RGB"
-    return np.ascontiguousarray(arr.transpose(2, 0, 1)), None
+    """``([3, 28, 28] uint8, None)`` or ``(None, reason)``: the image_folder reader
+    (:func:`pipeline.data.image_files.read_image`) with the lines policy: exactly 28x28, RGB only."""
+    return read_image(path, IMAGE_SIZE, 3, resize=False, grey_ok=False)
 
 
 def _ordered(scan: _Scan) -> list[tuple[str, int, int]]:

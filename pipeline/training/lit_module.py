@@ -24,7 +24,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
@@ -33,7 +33,7 @@ from pipeline.data.lines_labels import join_label, split_label  # the lines labe
 
 
 def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
 
 
 def head_predictions(logits: torch.Tensor) -> torch.Tensor:
@@ -58,15 +58,22 @@ def head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class LitClassifier(pl.LightningModule):
     def __init__(self, net: Mapping, optimizer: Mapping, scheduler: Mapping | None = None,
                  name: str = "model", class_names: Sequence[str] | None = None,
-                 head_weights: Mapping[str, float] | None = None, dataset: str | None = None, **_ignored):
+                 head_weights: Mapping[str, float] | None = None, dataset: str | None = None,
+                 input_shape: Sequence[int] | None = None, **_ignored):
+        from pipeline.models.custom import build_net, head_classes_of
+
         super().__init__()
         self.save_hyperparameters({
             "net": _plain(net), "optimizer": _plain(optimizer), "scheduler": _plain(scheduler),
             "name": name, "dataset": dataset, "class_names": list(class_names or []),
-            "head_weights": _plain(head_weights),
+            "head_weights": _plain(head_weights), "input_shape": _plain(input_shape),
         })
-        self.net: nn.Module = hydra.utils.instantiate(self.hparams.net)
-        self.head_classes: dict[str, int] = dict(self.net.head_classes)
+        self.net: nn.Module = build_net(self.hparams.net)
+        # any nn.Module (model=custom): heads learned from one forward pass, kept on the net for the visualizers
+        self.head_classes: dict[str, int] = head_classes_of(self.net, self.hparams.input_shape,
+                                                            f"model.net._target_={self.hparams.net.get('_target_')}")
+        if not hasattr(self.net, "head_classes"):
+            self.net.head_classes = dict(self.head_classes)
         self.multihead = len(self.head_classes) > 1
         self.head_weights = {h: float((head_weights or {}).get(h, 1.0)) for h in self.head_classes}
         # metric heads: every network head, plus the re-joined 96-class "aggregate" for multi-head
@@ -92,7 +99,7 @@ class LitClassifier(pl.LightningModule):
 
     @property
     def main_head(self) -> str:
-        return "aggregate" if self.multihead else "class"
+        return "aggregate" if self.multihead else next(iter(self.head_classes))
 
     def forward(self, x: torch.Tensor):
         return self.net(x)
@@ -101,12 +108,12 @@ class LitClassifier(pl.LightningModule):
     def _targets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.multihead:
             return split_label(labels, self.head_classes)
-        return {"class": labels}
+        return {self.main_head: labels}
 
     def _step(self, batch):
         x, labels = batch
         out = self.net(x)
-        logits = out if isinstance(out, dict) else {"class": out}
+        logits = out if isinstance(out, dict) else {self.main_head: out}
         targets = self._targets(labels)
         loss = sum(self.head_weights[h] * head_loss(logits[h], targets[h]) for h in self.head_classes)
         preds = {h: head_predictions(logits[h]) for h in self.head_classes}

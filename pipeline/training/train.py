@@ -90,7 +90,10 @@ def _record_stop(run_dir: Path, record: dict, exc: BaseException, trainer, cfg: 
 
 def build(cfg: DictConfig):
     """Datamodule, LightningModule and Trainer from the config (nothing is loaded or trained)."""
+    from pipeline.data.image_folder_datamodule import fill_inferred
+
     datamodule = hydra.utils.instantiate(cfg.data)
+    fill_inferred(cfg, datamodule)  # data.channels / num_classes a dataset inferred (image_folder)
     module = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names, dataset=datamodule.name)
     check_model_fits_data(cfg.model.name, module.head_classes, datamodule.name, datamodule.heads,
                           datamodule.num_classes)

@@ -75,10 +75,16 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, Path | None]:
     return rec.best_checkpoint, rec.run_dir
 
 
-def load_module(ckpt: Path, device: torch.device):
-    """The checkpoint's LitClassifier, loaded with ``weights_only=True`` (a file that would run code is refused)."""
+def load_module(ckpt: Path, device: torch.device, cfg: DictConfig | None = None, datamodule=None):
+    """The checkpoint's LitClassifier, loaded with ``weights_only=True`` (a file that would run code is refused);
+    a plain ``state_dict`` file goes into the network that ``model=`` configures (:mod:`pipeline.training.state_dicts`)."""
     from pipeline.training.checkpoints import load_lit_module
+    from pipeline.training.state_dicts import is_plain_state_dict, load_state_dict_module, read_weights
 
+    if cfg is not None and Path(ckpt).suffix != ".ckpt":
+        content = read_weights(ckpt, f"ckpt={ckpt}")
+        if is_plain_state_dict(content):
+            return load_state_dict_module(content, cfg, datamodule, f"ckpt={ckpt}", device)
     return load_lit_module(ckpt, f"ckpt={ckpt}", map_location=device)
 
 
@@ -100,9 +106,12 @@ def load_context(cfg: DictConfig) -> VisContext:
     from pipeline.models.summary import layer_table
 
     device = pick_device(str(cfg.get("device", "auto")))
+    from pipeline.data.image_folder_datamodule import fill_inferred
+
     datamodule = hydra.utils.instantiate(cfg.data)  # checks the data arguments before anything heavy
+    fill_inferred(cfg, datamodule)  # data.channels / num_classes a dataset inferred, for a model= config
     ckpt, run_dir = resolve_checkpoint(cfg)
-    module = load_module(ckpt, device)
+    module = load_module(ckpt, device, cfg, datamodule)
     hp = module.hparams
     model_name = hp.get("name", "model")
     wanted = requested_model(cfg)
