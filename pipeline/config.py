@@ -232,6 +232,7 @@ class JobSelection:
 class VisualizeSchema:
     task: str = "visualize"
     ckpt: Optional[str] = None
+    search_cut_short: bool = False   # ckpt=null also picks runs cut short (fast_dev_run, limit_*_batches, max_steps)
     image: Any = None
     num_images: int = 6
     layer: Any = None

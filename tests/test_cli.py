@@ -40,7 +40,7 @@ def test_visualize_sweep_renders_each_combination_and_an_index(trained_root):
     proc = run_cli("visualize.py", ["-m", "job=activations,gradcam,evaluate", "model=multihead",
                                     "evaluate.methods=[gradcam,saliency]", "evaluate.num_images=20",
                                     "evaluate.faithfulness_images=4", "evaluate.sanity_images=4",
-                                    "evaluate.sanity_repeats=1", *_args(root, *TINY["lines"])], cwd=root)
+                                    "evaluate.sanity_repeats=1", "search_cut_short=true", *_args(root, *TINY["lines"])], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweeps = list((root / "outputs" / "visualize" / "multirun").iterdir())
     assert len(sweeps) == 1

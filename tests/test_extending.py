@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
 
 
 def vis(root, *overrides):
-    return compose_cfg(root, [*TINY["lines"], SEARCHPATH, *overrides], config_name="visualize")
+    return compose_cfg(root, [*TINY["lines"], SEARCHPATH, "search_cut_short=true", *overrides], config_name="visualize")
 
 
 def naive_positive_gradcam(net, x, head):
@@ -115,7 +115,7 @@ def test_a_dataset_added_by_config_only(tmp_path):
     result = run_training(compose_cfg(tmp_path, [SEARCHPATH, "dataset=stripes", "model=cnn_basic", *QUIET_TRAINER]))
     assert result["status"] == "complete" and 0 <= result["test"]["class"]["accuracy"] <= 1
     cfg = compose_cfg(tmp_path, [SEARCHPATH, "dataset=stripes", "+methods=positive_gradcam", "job=gradcam",
-                                 "gradcam.method=positive_gradcam", "num_images=2"], config_name="visualize")
+                                 "gradcam.method=positive_gradcam", "num_images=2", "search_cut_short=true"], config_name="visualize")
     summary = run_visualize(cfg)
     assert summary["dataset"] == "stripes" and summary["model"] == "cnn_basic"
     with H5Run(Path(cfg.paths.output_dir) / "visualization.h5") as h5:

@@ -56,6 +56,18 @@ def _log_of(sub: Path) -> str:
     return f"see {sub.name}/{logs[0].name}" if logs else "see its folder"
 
 
+def _checkpoint_cells(info: dict) -> dict:
+    """The sweep index's columns for the checkpoint a visualize run used: its training run's folder
+    and file, test accuracy and training time (``cut short`` marked)."""
+    ckpt = Path(info["checkpoint"]) if info.get("checkpoint") else None
+    run = Path(info["train_run"]).name if info.get("train_run") else None
+    cells = {"checkpoint": f"{run}/{ckpt.name}" if run and ckpt else (str(ckpt) if ckpt else None),
+             "ckpt_test_accuracy": info.get("test_accuracy"), "trained": info.get("trained")}
+    if info.get("cut_short"):
+        cells["checkpoint"] += " (cut short)"
+    return cells
+
+
 def read_run(sub: Path) -> SweepRun | None:
     """The state of one run directory of a sweep (None for a folder that is not a run)."""
     failure = read_failure_record(sub)
@@ -66,6 +78,7 @@ def read_run(sub: Path) -> SweepRun | None:
     if s is not None:
         return SweepRun(sub.name, sub, "complete", summary={
             "job": s.get("job"), "dataset": s.get("dataset"), "model": s.get("model"), "images": s.get("images"),
+            **_checkpoint_cells(s.get("checkpoint_info") or {"checkpoint": s.get("checkpoint")}),
             "observation": (s.get("observations") or [""])[0]})
     rec = _load(sub / "run.json") if (sub / "run.json").is_file() else None
     if rec is not None:
@@ -77,7 +90,8 @@ def read_run(sub: Path) -> SweepRun | None:
             error = f"the training process stopped without finishing ({_log_of(sub)})"
         return SweepRun(sub.name, sub, state, error, 1 if state != "complete" else None,
                         {"dataset": rec.get("dataset"), "model": rec.get("model"),
-                         "test_accuracy": rec.get("test_accuracy")})
+                         "test_accuracy": rec.get("test_accuracy"),
+                         **({"cut_short": "; ".join(rec["cut_short"])} if rec.get("cut_short") else {})})
     m = _load(sub / "test_metrics.json") if (sub / "test_metrics.json").is_file() else None
     if m is not None:
         return SweepRun(sub.name, sub, "complete", summary={"dataset": m.get("dataset"), "model": m.get("model"),

@@ -121,4 +121,51 @@ def summary_screen(cfg: DictConfig, summary: dict, datamodule) -> str:
               f" layers:          {run_dir / 'model_summary.txt'}",
               f" next:            python visualize.py dataset={cfg.data.name} model={cfg.model.name} job=all",
               "=" * 72]
+    if summary.get("cut_short"):
+        use = (f"   python visualize.py dataset={cfg.data.name} ckpt={summary['best_checkpoint']} job=all"
+               if summary.get("best_checkpoint") else "   (no checkpoint was kept)")
+        lines[-2:] = [f" CUT SHORT:       {'; '.join(summary['cut_short'])}",
+                      " visualize.py's search skips this run; to look at it anyway:", use, "=" * 72]
     return "\n".join(lines)
+
+
+def _limited(limit, full: int | None) -> str | None:
+    """How a ``limit_*_batches`` value cut an epoch short, or None when it ran in full."""
+    if limit is None or isinstance(limit, bool):
+        return None
+    if isinstance(limit, float) and limit < 1.0:
+        return f"{limit:g} of the batches"
+    if isinstance(limit, int) and (full is None or limit < full):
+        return f"{limit} of {full if full is not None else '?'} batches"
+    return None
+
+
+def cut_short_reasons(trainer, datamodule) -> list[str]:
+    """Why a finished fit is not a real training run (empty list: it is one): fast_dev_run,
+    ``limit_train/val/test_batches`` below a full epoch, ``max_steps`` reached before ``max_epochs``.
+    Such runs are recorded as ``cut_short`` in run.json and skipped by visualize's checkpoint search."""
+    reasons = []
+    if getattr(trainer, "fast_dev_run", False):
+        reasons.append(f"fast_dev_run={trainer.fast_dev_run}")
+    if getattr(trainer, "overfit_batches", 0):
+        reasons.append(f"overfit_batches={trainer.overfit_batches}")
+    for split, loader in [("train", "train_dataloader"), ("val", "val_dataloader"), ("test", "test_dataloader")]:
+        limit = getattr(trainer, f"limit_{split}_batches", 1.0)
+        try:
+            full = len(getattr(datamodule, loader)())
+        except Exception:  # a split not set up (no test after fit), an iterable without len
+            full = None
+        if split == "test" and full is None:
+            continue
+        why = _limited(limit, full)
+        if why:
+            reasons.append(f"limit_{split}_batches={limit} ({why} per epoch)")
+    max_steps, max_epochs = getattr(trainer, "max_steps", -1), getattr(trainer, "max_epochs", None)
+    per_epoch = getattr(trainer, "num_training_batches", float("inf"))
+    per_epoch = -(-per_epoch // max(int(getattr(trainer, "accumulate_grad_batches", 1) or 1), 1)) \
+        if per_epoch != float("inf") else per_epoch
+    planned = per_epoch * max_epochs if max_epochs not in (None, -1) else float("inf")
+    if max_steps not in (None, -1) and max_steps <= trainer.global_step < planned:
+        reasons.append(f"max_steps={max_steps} reached after {trainer.global_step} of {planned:g} steps "
+                       f"({max_epochs} epochs)")
+    return reasons

@@ -63,10 +63,11 @@ def _records(outputs_dir: Path):
         yield path.parent, rec
 
 
-def list_runs(outputs_dir: Path, dataset: str | None = None, model: str | None = None) -> list[RunRecord]:
+def list_runs(outputs_dir: Path, dataset: str | None = None, model: str | None = None,
+              include_cut_short: bool = True) -> list[RunRecord]:
     runs = []
     for run_dir, rec in _records(outputs_dir):
-        if rec.get("status") != "complete":
+        if rec.get("status") != "complete" or (rec.get("cut_short") and not include_cut_short):
             continue
         if (dataset and rec.get("dataset") != dataset) or (model and rec.get("model") != model):
             continue
@@ -103,11 +104,28 @@ def _unfinished_hint(outputs_dir: Path, dataset: str, model: str | None) -> str:
     return hint + ")"
 
 
-def find_latest_run(outputs_dir: Path, dataset: str, model: str | None = None) -> RunRecord:
-    """The newest complete run of dataset+model (``model=None``: of any model)."""
-    runs = list_runs(outputs_dir, dataset, model)
+def _cut_short_error(outputs_dir: Path, what: str, short: list[RunRecord]) -> NoCheckpointError:
+    lines = [f"only cut-short training runs exist for {what} under {Path(outputs_dir) / 'train'}; they are never "
+             f"picked automatically (a smoke test is not a trained model):"]
+    for r in reversed(short[-5:]):
+        acc = r.record.get("test_accuracy")
+        lines.append(f"  {r.run_dir}  ({r.model}, {'; '.join(r.record['cut_short'])}; test accuracy "
+                     f"{'?' if acc is None else f'{acc:.3f}'}; {r.finished[:19]})")
+    lines += [f"Train a full run:  python train.py {what}",
+              f"or use one of them anyway:  ckpt={short[-1].best_checkpoint}   (or search_cut_short=true)"]
+    return NoCheckpointError("\n".join(lines))
+
+
+def find_latest_run(outputs_dir: Path, dataset: str, model: str | None = None,
+                    include_cut_short: bool = False) -> RunRecord:
+    """The newest complete run of dataset+model (``model=None``: of any model); runs cut short
+    (``cut_short`` in run.json: fast_dev_run, limit_*_batches, max_steps) only with ``include_cut_short``."""
+    runs = list_runs(outputs_dir, dataset, model, include_cut_short=include_cut_short)
     if not runs:
         what = f"dataset={dataset}" + (f" model={model}" if model else "")
+        short = [r for r in list_runs(outputs_dir, dataset, model) if r.record.get("cut_short")]
+        if short:
+            raise _cut_short_error(outputs_dir, what, short)
         cmd = f"python train.py dataset={dataset}" + (f" model={model}" if model else "")
         raise NoCheckpointError(
             f"no trained checkpoint for {what} under {Path(outputs_dir) / 'train'}.\n"

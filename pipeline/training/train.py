@@ -154,6 +154,7 @@ def run_training(cfg: DictConfig) -> dict:
                "fit_seconds": fit_seconds, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                "test": test, "main_head": module.main_head, "best_val_acc": best_val,
                "objective": test_acc if cfg.get("optimized_metric") == "test/acc" else best_val}
+    summary["cut_short"] = artifacts.cut_short_reasons(trainer, datamodule)  # never picked by visualize's search
     if trainer.is_global_zero:
         if previous_metrics is not None:
             artifacts.join_metrics(previous_metrics, run_dir / "metrics.csv")
@@ -161,7 +162,8 @@ def run_training(cfg: DictConfig) -> dict:
         record.update(status="complete", finished=dt.datetime.now().isoformat(timespec="microseconds"),
                       best_checkpoint=best, last_checkpoint=last,
                       test_accuracy=test.get(module.main_head, {}).get("accuracy"), best_val_acc=best_val,
-                      test_f1_macro=test.get(module.main_head, {}).get("f1_macro"))
+                      test_f1_macro=test.get(module.main_head, {}).get("f1_macro"),
+                      cut_short=summary["cut_short"])
         write_run_record(run_dir, record)
         print(artifacts.summary_screen(cfg, summary, datamodule))
     return summary

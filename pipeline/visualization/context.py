@@ -70,7 +70,8 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, Path | None]:
                                     f"checkpoint for dataset={cfg.data.name}, or train one: python train.py dataset={cfg.data.name}")
         run_dir = ckpt.parent.parent if (ckpt.parent.parent / RUN_RECORD).is_file() else None
         return ckpt, run_dir
-    rec = find_latest_run(Path(cfg.paths.outputs_dir), cfg.data.name, requested_model(cfg))
+    rec = find_latest_run(Path(cfg.paths.outputs_dir), cfg.data.name, requested_model(cfg),
+                          include_cut_short=bool(cfg.get("search_cut_short", False)))
     log.info("using %s (newest %s run of %s)", rec.best_checkpoint, rec.model, rec.dataset)
     return rec.best_checkpoint, rec.run_dir
 

@@ -42,10 +42,36 @@ def _predict(ctx: VisContext, sel: Selection, batch_size: int):
             {h: head_probabilities(v) for h, v in logits.items()})
 
 
+def checkpoint_info(ctx: VisContext) -> dict:
+    """The checkpoint a run used, its training run, test accuracy, when it was trained and whether
+    that run was cut short (from the run's ``run.json``; a bare ``ckpt=`` file has only its path)."""
+    rec = {}
+    if ctx.train_run_dir is not None and (ctx.train_run_dir / "run.json").is_file():
+        try:
+            rec = json.loads((ctx.train_run_dir / "run.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            rec = {}
+    acc = rec.get("test_accuracy", (ctx.train_metrics or {}).get("accuracy"))
+    return {"checkpoint": str(ctx.ckpt), "train_run": str(ctx.train_run_dir) if ctx.train_run_dir else None,
+            "test_accuracy": acc, "trained": (rec.get("finished") or "")[:16].replace("T", " ") or None,
+            "cut_short": rec.get("cut_short") or []}
+
+
+def checkpoint_line(info: dict) -> str:
+    """``checkpoint .../best.ckpt (run <dir>; test accuracy 0.9987; trained 2026-11-26 01:20)``."""
+    acc = info.get("test_accuracy")
+    parts = [f"run {info['train_run']}" if info.get("train_run") else "no training run record",
+             f"test accuracy {'unknown' if acc is None else f'{acc:.4f}'}",
+             f"trained {info.get('trained') or 'unknown'}"]
+    if info.get("cut_short"):
+        parts.append("CUT SHORT: " + "; ".join(info["cut_short"]))
+    return f"checkpoint {info['checkpoint']} ({'; '.join(parts)})"
+
+
 def _model_section(ctx: VisContext) -> Section:
     rows = [[r["name"], r["type"], "x".join(map(str, r["output_shape"] or [])), r["params"]] for r in ctx.layer_rows]
     tables = [Table("Layers (use these names with layer=...)", ["layer", "type", "output shape", "parameters"], rows)]
-    paragraphs = [f"Checkpoint: {ctx.ckpt}", f"Trained on {ctx.dataset_name}; {len(ctx.class_names)} classes."]
+    paragraphs = [checkpoint_line(checkpoint_info(ctx)).capitalize(), f"Trained on {ctx.dataset_name}; {len(ctx.class_names)} classes."]
     figures = []
     m = ctx.train_metrics
     if m:
@@ -116,14 +142,16 @@ def run_visualize(cfg: DictConfig) -> dict:
 
     (run_dir / "model_summary.txt").write_text(format_layer_table(ctx.layer_rows, ctx.model_name) + "\n")
     title = f"{ctx.model_name} on {ctx.dataset_name}: {', '.join(job_names)}"
+    info = checkpoint_info(ctx)
     report = write_report(run_dir / "index.html", title,
                           [_model_section(ctx), _inputs_section(ctx, sel, preds, probs), *sections],
-                          subtitle=f"{len(sel)} images; checkpoint {ctx.ckpt.name}; stored in visualization.h5")
+                          subtitle=f"{len(sel)} images; {checkpoint_line(info)}; stored in visualization.h5")
     summary = {"title": title, "job": cfg.job.name, "dataset": ctx.dataset_name, "model": ctx.model_name,
-               "checkpoint": str(ctx.ckpt), "images": len(sel), "report": str(report), "h5": str(h5_path),
-               "observations": [o for s in sections for o in s.observations]}
+               "checkpoint": str(ctx.ckpt), "checkpoint_info": info, "images": len(sel), "report": str(report),
+               "h5": str(h5_path), "observations": [o for s in sections for o in s.observations]}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nvisualize: {title}\n  report: {report}\n  tensors: {h5_path}\n  figures: {fig_dir}")
+    print(f"\nvisualize: {title}\n  {checkpoint_line(info)}\n  report: {report}\n  tensors: {h5_path}\n"
+          f"  figures: {fig_dir}")
     return summary
 
 

@@ -41,7 +41,7 @@ def test_each_model_trains_and_writes_its_artefacts(tiny_cfg, dataset, model):
     assert "features.conv1" in summary_txt
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
     # the visualizer finds this run without being told the path
-    found = find_latest_run(Path(cfg.paths.outputs_dir), dataset, model)
+    found = find_latest_run(Path(cfg.paths.outputs_dir), dataset, model, include_cut_short=True)
     assert found.best_checkpoint == Path(summary["best_checkpoint"])
 
 

@@ -29,7 +29,7 @@ def _files(root: Path) -> list[Path]:
 
 
 def test_an_unknown_layer_is_one_clear_message(root, capsys):
-    cfg = compose_cfg(root, [*TINY["mnist"], "job=activations", "layer=features.nope"], config_name="visualize")
+    cfg = compose_cfg(root, [*TINY["mnist"], "search_cut_short=true", "job=activations", "layer=features.nope"], config_name="visualize")
     with pytest.raises(SystemExit) as info:
         run_job(run_visualize, cfg)
     assert info.value.code == 2
@@ -49,7 +49,7 @@ def _interrupt_when_partial_files_appear(run_dir: Path, stop: threading.Event) -
 
 
 def test_ctrl_c_during_a_job_stops_cleanly(root, capsys):
-    cfg = compose_cfg(root, [*TINY["mnist"], "job=filters", "filters.steps=1000000", "image=[0]"],
+    cfg = compose_cfg(root, [*TINY["mnist"], "search_cut_short=true", "job=filters", "filters.steps=1000000", "image=[0]"],
                       config_name="visualize")
     run_dir = Path(cfg.paths.output_dir)
     stop = threading.Event()

@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
 
 
 def vis_cfg(root: Path, dataset: str, extra: list[str]):
-    return compose_cfg(root, [*TINY[dataset], *extra], config_name="visualize")
+    return compose_cfg(root, [*TINY[dataset], "search_cut_short=true", *extra], config_name="visualize")  # tiny runs are cut short
 
 
 def test_all_jobs_write_store_figures_and_report(trained):
