@@ -1,10 +1,14 @@
-"""``job=filters``: the input pattern that maximizes each filter's mean response (config:
-``filters.*`` in conf/job/filters.yaml).
+"""``job=filters``: what each unit wants -- feature visualization (config: ``filters.*`` in
+conf/job/filters.yaml).
 
-Gradient ascent on the input from a grey image with seeded noise, all filters of a layer
-optimized together (:class:`~pipeline.visualization.filters.FilterVisualizer`); ranked by the
-mean activation they reach; figures of all filters and the top ones. Stored under
-``filters/<layer>``.
+For every convolution layer (or ``layer=``) one picture per unit, optimized in one batch
+(:class:`~pipeline.visualization.feature_vis.FeatureVisualizer`): ``objective`` channel (mean of
+the channel), neuron (its centre unit) or class (a head's logit; ``layer=heads.angle``);
+``param`` pixel or fft (decorrelated Fourier space, sigmoid); random ``transforms`` per step;
+optional L1 / TV / blur penalties and a diversity term over ``copies`` pictures per target.
+Without ``layer=`` the class pictures of every head come too (``class_pictures``). The first
+convolution's raw kernels are drawn as well. Stored under ``filters/<layer>/<objective>`` and
+``kernels/<layer>``.
 """
 from __future__ import annotations
 
@@ -16,102 +20,167 @@ from pipeline.errors import CnnvisError
 from pipeline.jobs.base import safe_name
 from pipeline.report.sections import Figure, Section, Table
 from pipeline.visualization.context import VisContext
+from pipeline.visualization.feature_objectives import OBJECTIVES
+from pipeline.visualization.feature_param import PARAMS
+from pipeline.visualization.feature_transforms import check_transforms
+from pipeline.visualization.feature_vis import FeatureVisualizer, head_layers
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import conv_layer_names
 
-__all__ = ["FiltersJob", "filter_observations"]
+__all__ = ["FiltersJob"]
+
+LEGEND = {"channel": "mean activation of the channel", "neuron": "activation of the channel's centre unit",
+          "class": "the head's logit for the class (p: the model's probability for that class on this picture)"}
 
 
 class FiltersJob:
-    def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, steps: int, step_size: float,
-                 noise: float, jitter: int, decay: float, blur_every: int, blur_sigma: float, top: int,
+    def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, objective: str = "channel",
+                 param: str = "fft", transforms: list[str] | None = None, steps: int = 128, lr: float = 0.05,
+                 noise: float = 0.01, jitter: float = 2.0, scale: float = 0.1, rotate: float = 10.0, l1: float = 0.0,
+                 tv: float = 0.0, blur: float = 0.0, diversity: float = 0.0, copies: int = 1,
+                 classes: list[int] | None = None, class_pictures: bool = True, top: int = 25,
                  max_filters: int | None = None):
-        self.ctx, self.seed, self.top, self.max_filters = ctx, seed, top, max_filters
-        convs = conv_layer_names(ctx.net)
-        bad = [n for n in layers or [] if n not in convs]
-        if bad:
-            raise CnnvisError(f"filters: {', '.join(bad)} is not a convolution layer; filter patterns are "
-                              f"computed for convolution layers: {', '.join(convs)}")
-        self.layers = layers or convs
-        for key, value in (("steps", steps), ("top", top)):
+        self.ctx, self.seed, self.top, self.max_filters, self.classes = ctx, seed, top, max_filters, classes
+        def bad(msg):
+            return CnnvisError(f"filters: {msg}")
+        if objective not in OBJECTIVES:
+            raise bad(f"objective={objective} is unknown: use one of {', '.join(OBJECTIVES)}")
+        if param not in PARAMS:
+            raise bad(f"param={param} is unknown: use one of {', '.join(PARAMS)}")
+        try:
+            transforms = check_transforms(["jitter", "scale", "rotate"] if transforms is None else transforms)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        for key, value in (("steps", steps), ("top", top), ("copies", copies)):
             if value < 1:
-                raise CnnvisError(f"filters.{key}={value} is invalid: it must be a positive integer")
-        if step_size <= 0:
-            raise CnnvisError(f"filters.step_size={step_size} is invalid: it must be positive")
-        self.optimizer = dict(steps=steps, step_size=step_size, noise=noise, jitter=jitter, decay=decay,
-                              blur_every=blur_every, blur_sigma=blur_sigma)
+                raise bad(f"{key}={value} is invalid: it must be a positive integer")
+        if lr <= 0:
+            raise bad(f"lr={lr} is invalid: it must be positive")
+        for key, value in (("noise", noise), ("jitter", jitter), ("scale", scale), ("rotate", rotate), ("l1", l1),
+                           ("tv", tv), ("blur", blur), ("diversity", diversity)):
+            if value < 0:
+                raise bad(f"{key}={value} is invalid: it must be >= 0")
+        heads = head_layers(ctx.net, ctx.input_shape)
+        convs = conv_layer_names(ctx.net)
+        if objective == "class":
+            wrong = [n for n in layers or [] if n not in heads]
+            if wrong:
+                raise bad(f"objective=class needs a head layer, {', '.join(wrong)} is not one: "
+                          f"the heads are {', '.join(heads)}")
+            self.jobs = [(n, "class") for n in (layers or self._outer(heads))]
+            for n, _ in self.jobs:
+                out = [c for c in classes or [] if not 0 <= c < heads[n]]
+                if out:
+                    raise bad(f"class {out[0]} is out of range for {n}: valid classes are 0..{heads[n] - 1}")
+        else:
+            wrong = [n for n in layers or [] if n not in convs]
+            if wrong:
+                raise bad(f"{', '.join(wrong)} is not a convolution layer; {objective} pictures are computed for "
+                          f"convolution layers: {', '.join(convs)} (class pictures: objective=class, "
+                          f"layer={next(iter(self._outer(heads)), '...')})")
+            self.jobs = [(n, objective) for n in layers or convs]
+            if not layers and class_pictures:
+                self.jobs += [(n, "class") for n in self._outer(heads)]
+        self.heads = heads
+        self.settings = dict(param=param, transforms=transforms, steps=steps, lr=lr, noise=noise, jitter=jitter,
+                             scale=scale, rotate=rotate, l1=l1, tv=tv, blur=blur, diversity=diversity, copies=copies)
+
+    @staticmethod
+    def _outer(heads: dict) -> list[str]:
+        """The outermost head layers (``heads.angle``, not also ``heads.angle.out``)."""
+        return [n for n in heads if not any(n.startswith(o + ".") for o in heads if o != n)]
+
+    def class_names(self, layer: str) -> list[str]:
+        from pipeline.data.lines_labels import head_class_names
+
+        head = next((h for h in self.ctx.head_classes if layer == f"heads.{h}" or layer.startswith(f"heads.{h}.")),
+                    "class")
+        return head_class_names(head, self.heads[layer], self.ctx.class_names)
 
     def compute(self, images: Selection, batch_size: int) -> dict:
-        """``{layer: FilterResult}`` (the run's images are not used: patterns start from grey)."""
-        from pipeline.visualization.filters import FilterVisualizer
-
-        results = {}
-        for layer in tqdm(self.layers, desc="filter layers", unit="layer"):
-            vis = FilterVisualizer(self.ctx.net, layer, self.ctx.input_shape)
-            filters = list(range(min(vis.n_filters, self.max_filters))) if self.max_filters else None
-            results[layer] = vis(filters, seed=self.seed, progress=True, **self.optimizer)
-        return results
+        """``{"patterns": [FeatureResult], "kernels": {layer: weights}}`` (patterns start from seeded noise)."""
+        out = []
+        for layer, objective in tqdm(self.jobs, desc="filter layers", unit="layer"):
+            vis = FeatureVisualizer(self.ctx.net, layer, self.ctx.input_shape)
+            targets = self.classes if objective == "class" else None
+            if targets is None and self.max_filters and objective != "class":
+                targets = list(range(min(vis.n_units, self.max_filters)))
+            out.append(vis(targets, objective=objective, seed=self.seed, **self.settings))
+        convs = conv_layer_names(self.ctx.net)
+        first = dict(self.ctx.net.named_modules())[convs[0]] if convs else None
+        kernels = {convs[0]: first.weight.detach().float().cpu()} if first is not None else {}
+        return {"patterns": out, "kernels": kernels}
 
     def store(self, result: dict, writer, run_dir: Path) -> None:
-        for layer, res in result.items():
-            writer.write_filters(layer, res.patterns, res.scores, res.start_scores, res.filter_indices, res.ranking,
-                                 attrs=self.optimizer)
+        for res in result["patterns"]:
+            writer.write_filters(res.layer, res.patterns, res.scores, res.start_scores, res.targets, res.ranking,
+                                 attrs={**res.settings, "transforms": ",".join(res.settings["transforms"])},
+                                 objective=res.objective, probs=res.probs)
+        for layer, w in result["kernels"].items():
+            writer.write_kernels(layer, w)
 
     def render(self, result: dict, fig_dir: Path) -> dict[str, list[Figure]]:
-        from pipeline.rendering.figures import render_filter_grid
+        from pipeline.rendering.feature_figures import render_feature_grid, render_kernel_grid
 
         d = fig_dir / "filters"
-        d.mkdir(parents=True, exist_ok=True)
-        figures = {}
-        for layer, res in result.items():
-            all_path = render_filter_grid(res.patterns, res.scores, res.filter_indices, d / f"{safe_name(layer)}_all.png",
-                                          f"{layer}: all {len(res)} filter patterns, ranked by mean activation")
-            k = min(self.top, len(res))
-            top_path = render_filter_grid(res.patterns, res.scores, res.filter_indices,
-                                          d / f"{safe_name(layer)}_top{k}.png", f"{layer}: top {k} filters", top=k)
-            figures[layer] = [Figure(top_path, f"{layer}: the {k} filters reaching the highest mean activation"),
-                              Figure(all_path, f"{layer}: all {len(res)} filters, ranked")]
+        figures: dict[str, list[Figure]] = {}
+        s = self.settings
+        how = f"{s['param']} parametrization, transforms {'+'.join(s['transforms']) or 'none'}, {s['steps']} steps"
+        for res in result["patterns"]:
+            names = self.class_names(res.layer) if res.objective == "class" else None
+            legend = (f"#rank by score; {'class' if names else 'u<unit>'}; score = {LEGEND[res.objective]} "
+                      f"on the picture ({how})")
+            base = d / f"{safe_name(res.layer)}_{res.objective}"
+            n, k = len(res), min(self.top, len(res))
+            kw = dict(legend=legend, names=names, probs=res.probs)
+            path = render_feature_grid(res.patterns, res.scores, res.targets, Path(f"{base}_all.png"),
+                                       f"{res.layer}: all {n} {res.objective} pictures, ranked by score", **kw)
+            figs = [Figure(path, f"{res.layer}: every {res.objective} picture, best first")]
+            if k < n:  # a top-k figure only when it differs from the full one
+                path = render_feature_grid(res.patterns, res.scores, res.targets, Path(f"{base}_top{k}.png"),
+                                           f"{res.layer}: top {k} of {n} {res.objective} pictures", top=k, **kw)
+                figs.insert(0, Figure(path, f"{res.layer}: the {k} pictures with the highest score"))
+            figures[f"{res.layer} ({res.objective})"] = figs
+        for layer, w in result["kernels"].items():
+            path = render_kernel_grid(w, d / f"{safe_name(layer)}_kernels.png",
+                                      f"{layer}: raw kernels {list(w.shape[1:])}")
+            figures[f"{layer} (raw kernels)"] = [Figure(path, f"{layer}: the learned weights themselves")]
         return figures
 
     def section(self, result: dict, figures: dict[str, list[Figure]]) -> Section:
         rows = []
-        for layer, res in result.items():
-            best = int(res.filter_indices[res.ranking[0]])
-            rows.append([layer, len(res), float(res.start_scores.mean()), float(res.scores.mean()), best,
+        for res in result["patterns"]:
+            best = int(res.targets[res.ranking[0]])
+            rows.append([res.layer, res.objective, len(res), float(res.start_scores.mean()), float(res.scores.mean()),
+                         self.class_names(res.layer)[best] if res.objective == "class" else best,
                          float(res.scores.max())])
-        o = self.optimizer
-        return Section("Filter patterns",
-                       paragraphs=[f"The input that maximizes each filter's mean response, found by {o['steps']} steps of "
-                                   f"gradient ascent (RMS-normalized steps of {o['step_size']}) from a grey image with "
-                                   f"seeded noise, all filters of a layer optimized together as one batch. "
-                                   f"Stored under filters/<layer>."],
-                       observations=filter_observations(result),
-                       tables=[Table("Mean activation reached per layer",
-                                     ["layer", "filters", "mean start score", "mean final score", "best filter",
-                                      "best score"], rows)],
-                       subsections=[Section(f"Layer {layer}", figures=figs) for layer, figs in figures.items()])
+        s = self.settings
+        return Section("Filter patterns (feature visualization)",
+                       paragraphs=[f"The picture each unit wants: {s['steps']} Adam steps (lr {s['lr']}) on a "
+                                   f"{s['param']} parametrization, transforms {', '.join(s['transforms']) or 'none'} "
+                                   f"per step, all targets of a layer in one batch. Scores: "
+                                   + "; ".join(f"{k}: {v}" for k, v in LEGEND.items())
+                                   + ". Stored under filters/<layer>/<objective>, raw kernels under kernels/<layer>."],
+                       observations=feature_observations(result, self),
+                       tables=[Table("Objective reached per layer", ["layer", "objective", "pictures", "mean start",
+                                                                     "mean final", "best", "best score"], rows)],
+                       subsections=[Section(name, figures=figs) for name, figs in figures.items()])
 
 
-def filter_observations(results: dict) -> list[str]:
-    """How far gradient ascent raised each layer's responses; colour and edge detectors in the first layer."""
+def feature_observations(result: dict, job: FiltersJob) -> list[str]:
+    """How far the optimization raised each objective; class pictures the model is sure of; colour in layer 1."""
     out = []
-    for layer, res in results.items():
+    for res in result["patterns"]:
         raised = float(((res.scores - res.start_scores) > 0).float().mean())
-        out.append(f"{layer}: gradient ascent raised the response of {raised:.0%} of the filters "
+        out.append(f"{res.layer} ({res.objective}): the optimization raised {raised:.0%} of the objectives "
                    f"(mean {float(res.start_scores.mean()):.3g} -> {float(res.scores.mean()):.3g}).")
-    first = next(iter(results.values()), None)
-    if first is not None and first.patterns.shape[1] == 3:
-        p = first.patterns - first.patterns.mean(dim=(2, 3), keepdim=True)
-        energy = p.pow(2).mean(dim=(2, 3))  # [F, 3] contrast per channel
-        share = energy.max(1).values / energy.sum(1).clamp_min(1e-12)
-        colour = int((share > 0.5).sum())
-        out.append(f"First layer ({first.layer}): {colour} of {len(first)} patterns put most of their contrast "
-                   f"into one colour channel, i.e. act as colour detectors.")
-    if first is not None:
-        p = first.patterns
-        dx = (p[..., :, 1:] - p[..., :, :-1]).abs().mean()
-        dy = (p[..., 1:, :] - p[..., :-1, :]).abs().mean()
-        out.append(f"First layer ({first.layer}): mean neighbouring-pixel contrast of the patterns is "
-                   f"{float(dx):.3f} horizontally and {float(dy):.3f} vertically (oriented edge/stripe patterns "
-                   f"give high values in one direction).")
+        if res.probs is not None:
+            out.append(f"{res.layer}: the model gives {int((res.probs > 0.9).sum())} of {len(res)} class pictures "
+                       f"a probability > 0.9 for their own class.")
+        if res.objective == "channel" and res.patterns.shape[1] == 3 and res is result["patterns"][0]:
+            p = res.patterns - res.patterns.mean(dim=(2, 3), keepdim=True)
+            energy = p.pow(2).mean(dim=(2, 3))
+            share = energy.max(1).values / energy.sum(1).clamp_min(1e-12)
+            out.append(f"{res.layer}: {int((share > 0.5).sum())} of {len(res)} pictures put most of their contrast "
+                       f"into one colour channel (colour detectors).")
     return out

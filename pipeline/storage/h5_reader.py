@@ -87,14 +87,26 @@ class H5Run:
     def filter_layers(self) -> list[str]:
         return self._names("filters")
 
-    def filters(self, layer: str) -> dict[str, Any]:
+    def filter_objectives(self, layer: str) -> list[str]:
+        return self._names(f"filters/{layer}") if layer in self.filter_layers() else []
+
+    def filters(self, layer: str, objective: str = "channel") -> dict[str, Any]:
+        """``/filters/<layer>/<objective>``: patterns, scores, targets, ... and ``attrs`` (the settings)."""
         try:
-            g = self.file["filters"][layer]
+            g = self.file["filters"][layer][objective]
         except KeyError:
-            raise KeyError(f"no filter patterns for layer {layer!r}; stored: {self.filter_layers()}") from None
+            raise KeyError(f"no filter patterns for layer {layer!r}, objective {objective!r}; stored: "
+                           f"{ {k: self.filter_objectives(k) for k in self.filter_layers()} }") from None
         out: dict[str, Any] = {k: v[()] for k, v in g.items()}
         out["attrs"] = read_attrs(g)
         return out
+
+    def kernels(self, layer: str):
+        """``/kernels/<layer>``: raw convolution weights [F, C, kh, kw]."""
+        try:
+            return self.file["kernels"][layer][()]
+        except KeyError:
+            raise KeyError(f"no kernels for layer {layer!r}; stored: {self._names('kernels')}") from None
 
     # -- attribution maps
     def attribution_methods(self) -> list[str]:

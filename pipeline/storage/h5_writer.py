@@ -141,26 +141,38 @@ class H5RunWriter:
         self._layer_shapes[layer] = [int(s) for s in acts.shape[1:]]
 
     def write_filters(self, layer: str, patterns, scores, start_scores, filter_indices, ranking,
-                      attrs: Mapping[str, Any] | None = None) -> None:
+                      attrs: Mapping[str, Any] | None = None, objective: str = "channel", probs=None) -> None:
+        """``/filters/<layer>/<objective>/``: patterns [T,C,H,W] in [0,1], scores, start_scores,
+        targets (= filter_indices: unit or class of each row), ranking [T], probs [T] (class
+        objective); the settings as attributes."""
         layer = check_name(layer, "layer")
-        g = group(self.file, "filters")
-        if layer in g:
-            del g[layer]
-        g = group(g, layer)
+        objective = check_name(objective, "objective")
+        g = group(group(self.file, "filters"), layer)
+        if objective in g:
+            del g[objective]
+        g = group(g, objective)
         patterns = to_numpy(patterns, np.float32)
         f = patterns.shape[0]
+        targets = to_numpy(filter_indices, np.int64).reshape(-1)
         data = {
             "patterns": patterns,
             "scores": to_numpy(scores, np.float32).reshape(-1),
             "start_scores": to_numpy(start_scores, np.float32).reshape(-1),
-            "filter_indices": to_numpy(filter_indices, np.int64).reshape(-1),
+            "targets": targets,
+            "filter_indices": targets,
             "ranking": to_numpy(ranking, np.int64).reshape(-1),
         }
+        if probs is not None:
+            data["probs"] = to_numpy(probs, np.float32).reshape(-1)
         for name, arr in data.items():
             if arr.shape[0] != f:
                 raise ValueError(f"filters {layer!r}: {name} has {arr.shape[0]} rows for {f} patterns")
             g.create_dataset(name, data=arr)
-        write_attrs(g, {"layer": layer, **(attrs or {})})
+        write_attrs(g, {"layer": layer, "objective": objective, **(attrs or {})})
+
+    def write_kernels(self, layer: str, weights) -> None:
+        """``/kernels/<layer>``: the raw weights [F, C, kh, kw] of a (first) convolution layer."""
+        replace_dataset(group(self.file, "kernels"), check_name(layer, "layer"), to_numpy(weights, np.float32))
 
     def write_masks(self, masks) -> None:
         """Ground-truth line masks of the images (``/masks`` bool [N,H,W]; lines only)."""

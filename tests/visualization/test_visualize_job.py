@@ -72,7 +72,7 @@ def test_all_jobs_write_store_figures_and_report(trained):
     # one activation figure per (image, layer), gradcam per head, filters all + top
     assert len(list((run_dir / "figures" / "activations").rglob("*.png"))) == 6 * len(layers)
     assert len(list((run_dir / "figures" / "attribution" / "gradcam" / "angle").rglob("image*.png"))) == 6
-    assert (run_dir / "figures" / "filters" / "features.conv1_top4.png").is_file()
+    assert (run_dir / "figures" / "filters" / "features.conv1_channel_top4.png").is_file()
     assert not (run_dir / "figures.partial").exists() and not list(run_dir.glob("*.partial*"))
     html = (run_dir / "index.html").read_text()
     for src in __import__("re").findall(r'<img[^>]+src="([^"]+)"', html):

@@ -1,0 +1,66 @@
+"""What feature visualization maximizes (``filters.objective=``), and its penalties.
+
+- ``channel``: the mean of channel t of the layer's output over all positions;
+- ``neuron``: channel t at the centre position only (for a 2-D output, unit t);
+- ``class``: a head's logit for class t (a binary head with one logit: +logit for class 1,
+  -logit for class 0).
+
+Penalties (weights ``l1``, ``tv``, ``blur``, all >= 0, subtracted from the objective):
+mean |x| (L1: the datasets' background is black), mean absolute difference of neighbouring pixels (total
+variation), mean squared difference between the image and its blurred copy. ``diversity``
+(with ``copies`` > 1 images per target) subtracts the mean pairwise cosine similarity of the
+centred images of one target, pushing the copies apart.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.visualization.filter_ascent import gaussian_blur
+
+__all__ = ["OBJECTIVES", "objective_values", "penalties", "diversity_term"]
+
+OBJECTIVES = ("channel", "neuron", "class")
+
+
+def objective_values(out: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """``[n]``: the objective of image i for target ``targets[i]`` on the layer output ``out``."""
+    rows = torch.arange(len(targets), device=out.device)
+    if kind == "class":
+        if out.dim() != 2:
+            raise ValueError(f"a class objective needs a head's [N, K] output, got shape {tuple(out.shape)}")
+        if out.shape[1] == 1:  # binary head: one logit for class 1
+            sign = targets.to(out.dtype) * 2 - 1
+            return out[:, 0] * sign
+        return out[rows, targets]
+    sel = out[rows, targets]
+    if kind == "neuron" and sel.dim() == 3:  # [n, H, W]: the centre position
+        h, w = sel.shape[-2:]
+        return sel[:, h // 2, w // 2]
+    return sel.flatten(1).mean(1) if sel.dim() > 1 else sel
+
+
+def penalties(x: torch.Tensor, *, l1: float = 0.0, tv: float = 0.0, blur: float = 0.0) -> torch.Tensor:
+    """``[n]``: the weighted image penalties (0 where every weight is 0)."""
+    total = x.new_zeros(len(x))
+    if l1:
+        total = total + l1 * x.abs().flatten(1).mean(1)
+    if tv:
+        dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+        dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+        total = total + tv * (dx + dy)
+    if blur:
+        total = total + blur * (x - gaussian_blur(x, 1.0).detach()).pow(2).flatten(1).mean(1)
+    return total
+
+
+def diversity_term(x: torch.Tensor, copies: int) -> torch.Tensor:
+    """``[n]``: per image, the mean cosine similarity to the other copies of its target (rows are
+    grouped as target-major: copies of target 0 first). 0 for ``copies`` == 1."""
+    if copies <= 1:
+        return x.new_zeros(len(x))
+    v = x.flatten(1)
+    v = F.normalize(v - v.mean(1, keepdim=True), dim=1).view(-1, copies, v.shape[1])
+    sim = v @ v.transpose(1, 2)  # [T, copies, copies]
+    off = (sim.sum(2) - sim.diagonal(dim1=1, dim2=2)) / (copies - 1)
+    return off.reshape(-1)

@@ -1,0 +1,163 @@
+"""Feature visualization (issue 10): objectives, Fourier parametrization, transforms, job checks,
+HDF5 and figures -- with exact oracles where there is one."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import CnnvisError
+from pipeline.models.multihead import MultiHead
+from pipeline.visualization.feature_param import Parametrization, fft_params_from_image, fft_to_image
+from pipeline.visualization.feature_transforms import apply_transforms, check_transforms, draw_transforms
+from pipeline.visualization.feature_vis import FeatureVisualizer, head_layers
+from tests.visualization import helpers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Linear(nn.Module):
+    """One 8x8 convolution over an 8x8 image (one output position) and a 3-class head on top."""
+
+    def __init__(self, c=1):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(c, 4, 8)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.head(self.conv(x))
+
+
+@pytest.fixture(scope="module")
+def multi():
+    return helpers.prepared(MultiHead(channels=(4, 6, 8)), 3, seed=0)
+
+
+@pytest.mark.parametrize("objective", ["channel", "neuron"])
+def test_linear_conv_optimum_is_the_kernel_sign(objective):
+    """For a linear unit sum(k * x) + b the best image in [0, 1] is 1 where k > 0 and 0 where k < 0."""
+    net = Linear().eval()
+    res = FeatureVisualizer(net, "conv", (1, 8, 8))(objective=objective, param="pixel", transforms=[], steps=60, lr=0.1)
+    want = (net.conv.weight.detach() > 0).float()
+    assert torch.equal(res.patterns, want)
+    assert torch.allclose(res.scores, (net.conv.weight.clamp_min(0).flatten(1).sum(1) + net.conv.bias).detach(), atol=1e-5)
+    assert res.patterns.shape == (4, 1, 8, 8) and torch.equal(res.targets, torch.arange(4))
+
+
+def test_class_objective_reaches_the_linear_optimum():
+    """Class logit of a linear network: the optimum is the sign of the class's effective kernel."""
+    net = Linear().eval()
+    res = FeatureVisualizer(net, "head", (1, 8, 8))(objective="class", param="pixel", transforms=[], steps=60, lr=0.1)
+    eff = torch.einsum("kc,chw->khw", net.head[1].weight, net.conv.weight[:, 0]).detach()
+    assert torch.equal(res.patterns[:, 0], (eff > 0).float())
+    assert res.probs is not None and res.probs.shape == (3,)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_fft_parametrization_inverse(c):
+    x = torch.rand(2, c, 12, 10, dtype=torch.float64) * 0.98 + 0.01
+    back = fft_to_image(fft_params_from_image(x), 12, 10)
+    assert torch.allclose(back, x, atol=1e-9)
+    par = Parametrization("fft", 3, (c, 12, 10), seed=1, dtype=torch.float64)
+    img = par.image().detach()
+    assert img.shape == (3, c, 12, 10) and float(img.min()) > 0 and float(img.max()) < 1
+
+
+def test_transforms_geometry():
+    x = torch.zeros(1, 1, 15, 15, dtype=torch.float64)
+    x[0, 0, 7, 11] = 1.0  # 4 px right of the centre (7, 7)
+
+    def peak(t):
+        y = apply_transforms(x, torch.tensor([t], dtype=torch.float64))[0, 0]
+        return divmod(int(y.argmax()), 15), float(y.max())
+
+    assert peak([2, -3, 1, 0]) == ((9, 8), pytest.approx(1.0))        # shifted down 2, left 3
+    assert peak([0, 0, 1, 90])[0] == (3, 7)                             # 90 deg counter-clockwise: above the centre
+    assert peak([0, 0, 1, 90])[1] == pytest.approx(1.0, abs=1e-9)
+    assert peak([0, 0, 1, 180])[0] == (7, 3)
+    x2 = torch.zeros_like(x)
+    x2[0, 0, 7, 9] = 1.0  # 2 px right of the centre
+    y = apply_transforms(x2, torch.tensor([[0, 0, 2.0, 0]], dtype=torch.float64))[0, 0]
+    assert divmod(int(y.argmax()), 15) == (7, 11) and float(y.max()) == pytest.approx(1.0)  # zoom x2: 2 px -> 4 px
+    d = draw_transforms(5, 3, ["jitter"], jitter=2, seed=0)
+    assert d.shape == (5, 3, 4) and float(d[..., :2].abs().max()) <= 2 and torch.all(d[..., 2] == 1)
+    assert torch.all(d[..., 3] == 0)
+    with pytest.raises(ValueError, match="unknown transform shear"):
+        check_transforms(["jitter", "shear"])
+
+
+def test_batched_equals_one_at_a_time(multi):
+    net = multi.double()
+    vis = FeatureVisualizer(net, "features.conv2", (3, 28, 28))
+    kw = dict(objective="channel", param="fft", transforms=["jitter", "scale", "rotate"], steps=4, lr=0.05, l1=0.1,
+              tv=0.1, blur=0.1)
+    a, b = vis([0, 3, 5], **kw), vis.one_at_a_time([0, 3, 5], **kw)
+    assert torch.allclose(a.patterns, b.patterns, atol=1e-9) and torch.allclose(a.scores, b.scores, atol=1e-9)
+    assert float(a.patterns.min()) >= 0 and float(a.patterns.max()) <= 1
+    assert (a.scores > a.start_scores).all()
+    net.float()
+
+
+def test_heads_and_class_errors(multi):
+    heads = head_layers(multi, (3, 28, 28))
+    assert heads["heads.angle"] == 12 and heads["heads.colour"] == 2 and heads["heads.angle.out"] == 12
+    assert "features.conv3" not in heads
+    with pytest.raises(ValueError, match="needs a head layer"):
+        FeatureVisualizer(multi, "features.conv3", (3, 28, 28))(objective="class", steps=1)
+    with pytest.raises(ValueError, match="class 12 is out of range"):
+        FeatureVisualizer(multi, "heads.angle", (3, 28, 28))([12], objective="class", steps=1)
+    res = FeatureVisualizer(multi, "heads.colour", (3, 28, 28))(objective="class", steps=3, copies=2, diversity=1.0)
+    assert res.targets.tolist() == [0, 0, 1, 1] and res.probs.shape == (4,)
+    # binary head: class 0 is the negative logit
+    with torch.no_grad():
+        logit = multi(res.patterns)["colour"][:, 0]
+    assert torch.allclose(res.scores, torch.where(res.targets == 1, logit, -logit), atol=1e-5)
+
+
+def _ctx(net):
+    return SimpleNamespace(net=net, input_shape=(3, 28, 28), head_classes={"length": 2, "width": 2, "angle": 12,
+                           "colour": 2}, class_names=[str(i) for i in range(96)])
+
+
+@pytest.mark.parametrize("layers, kw, msg", [
+    (["features.conv3"], {"objective": "class"}, "needs a head layer"),
+    (["heads.angle"], {"objective": "class", "classes": [13]}, "class 13 is out of range"),
+    (None, {"transforms": ["jitter", "twist"]}, "unknown transform twist"),
+    (None, {"objective": "pixels"}, "objective=pixels is unknown"),
+    (["heads.angle"], {}, "not a convolution layer"),
+])
+def test_job_rejects_bad_input_before_work(multi, layers, kw, msg):
+    from pipeline.jobs.filters import FiltersJob
+
+    with pytest.raises(CnnvisError, match=msg):
+        FiltersJob(_ctx(multi), layers, 0, **kw)
+
+
+def test_job_store_render(multi, tmp_path):
+    from pipeline.jobs.filters import FiltersJob
+    from pipeline.storage.h5_reader import H5Run
+    from pipeline.storage.h5_writer import H5RunWriter
+
+    job = FiltersJob(_ctx(multi), None, 0, steps=2, top=6, max_filters=None)
+    result = job.compute(None, 8)
+    assert [(r.layer, r.objective) for r in result["patterns"]][:3] == [
+        ("features.conv1", "channel"), ("features.conv2", "channel"), ("features.conv3", "channel")]
+    with H5RunWriter(tmp_path / "v.h5", attrs={"dataset": "lines"}) as w:
+        job.store(result, w, tmp_path)
+    run = H5Run(tmp_path / "v.h5")
+    f = run.filters("heads.angle", "class")
+    assert f["patterns"].shape == (12, 3, 28, 28) and f["targets"].tolist() == list(range(12))
+    assert f["attrs"]["param"] == "fft" and f["probs"].shape == (12,)
+    assert run.filter_objectives("features.conv1") == ["channel"]
+    np.testing.assert_array_equal(run.kernels("features.conv1"), multi.features.conv1.weight.detach().numpy())
+    figs = job.render(result, tmp_path / "fig")
+    names = sorted(p.name for p in (tmp_path / "fig" / "filters").iterdir())
+    assert "features.conv1_channel_all.png" in names and "features.conv1_channel_top6.png" not in names  # 4 <= 6
+    assert "features.conv3_channel_top6.png" in names and "features.conv1_kernels.png" in names
+    assert "heads.angle_class_top6.png" in names
+    section = job.section(result, figs)
+    assert any("class pictures" in o for o in section.observations)
