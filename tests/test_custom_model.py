@@ -2,7 +2,8 @@
 
 A user's folder of coloured shapes (tests/custom_example/shapes.py) and a small residual CNN with
 in-place ReLUs and no ``features`` attribute (tests/custom_example/tiny_resnet.py, copied into the
-working directory as ``tiny_resnet.py``, the README's worked example): train.py, visualize.py
+working directory as ``my_net.py``: the README's worked example, whose commands are checked to be
+these): train.py, visualize.py
 job=all and job=evaluate; Grad-CAM equal to Captum's; a greyscale 32x32 folder; a plain state_dict
 trained "elsewhere"; and the bad inputs, each a clear error.
 """
@@ -25,7 +26,7 @@ from tests.custom_example.tiny_resnet import TinyResNet
 EXAMPLE = Path(__file__).parent / "custom_example" / "tiny_resnet.py"
 QUIET = ["trainer=cpu", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false", "data.progress=false"]
-MODEL = ["model=custom", "model.net._target_=tiny_resnet.TinyResNet", "+model.net.in_channels=${data.channels}",
+MODEL = ["model=custom", "model.net._target_=my_net.TinyResNet", "+model.net.in_channels=${data.channels}",
          "+model.net.num_classes=${data.num_classes}"]
 SMALL_VIS = ["num_images=2", "filters.steps=3", "filters.max_filters=4", "data.progress=false"]
 SMALL_EVAL = ["evaluate.methods=[gradcam,guided_gradcam,saliency]", "evaluate.num_images=6",
@@ -47,7 +48,7 @@ def _refused(proc, *needles):
 
 def _workdir(root: Path, folder: str, size: int, grey: bool) -> Path:
     make_folder(root / folder, per_class=8, size=size, grey=grey)
-    shutil.copy(EXAMPLE, root / "tiny_resnet.py")   # "my own module", importable from the working directory
+    shutil.copy(EXAMPLE, root / "my_net.py")   # "my own module", importable from the working directory
     return root
 
 
@@ -71,6 +72,19 @@ def rgb(tmp_path_factory):
     _ok(run_cli("visualize.py", ["job=all", *data, *SMALL_VIS, "layer=[block.conv1,last_conv]"], cwd=root))
     _ok(run_cli("visualize.py", ["job=evaluate", *data, *SMALL_EVAL], cwd=root))
     return root, run
+
+
+def _shell(args) -> str:
+    return " ".join(f"'{a}'" if "$" in a else a for a in args)
+
+
+def test_readme_worked_example_is_what_runs_here():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    data = "dataset=image_folder data.root=shapes"
+    for line in (f"python train.py {data} {_shell(MODEL)}", f"python visualize.py job=all {data}",
+                 f"python visualize.py job=evaluate {data}",
+                 f"python visualize.py ckpt=weights.pt {_shell(MODEL)} {data} job=gradcam"):
+        assert line in readme, line
 
 
 def test_trains_and_visualizes_own_images_and_network(rgb):
@@ -102,8 +116,25 @@ def test_gradcam_equals_captum(rgb):
     ours = torch.from_numpy(np.asarray(stored["layer_maps"]))
     captum = LayerGradCam(net, net.last_conv).attribute(x, target=target, relu_attributions=True)[:, 0].detach()
     diff = float((ours - captum).abs().max())
-    print(f"Grad-CAM vs Captum LayerGradCam, max abs difference: {diff:.2e} (map max {float(captum.max()):.3g})")
-    assert diff <= 1e-5
+    print(f"Grad-CAM vs Captum LayerGradCam at last_conv (stored by visualize.py): max abs difference {diff:.2e} "
+          f"(map max {float(captum.max()):.3g})")
+    assert diff <= 1e-5 * max(1.0, float(captum.abs().max()))
+    # at the residual block, whose output is an in-place ReLU's: the pipeline's Grad-CAM on the model as
+    # it is, Captum on a copy with out-of-place ReLUs (the same function)
+    from copy import deepcopy
+
+    from pipeline.attribution.gradcam import GradCAM
+
+    plain = deepcopy(net)
+    for m in plain.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    ours = GradCAM(net, "block")(x, target).layer_maps
+    ref = LayerGradCam(plain, plain.block).attribute(x, target=target, relu_attributions=True)[:, 0].detach()
+    diff = float((ours - ref).abs().max())
+    print(f"Grad-CAM vs Captum at block (in-place ReLU output): max abs difference {diff:.2e} "
+          f"(map max {float(ref.max()):.3g})")
+    assert float(ref.abs().max()) > 0 and diff <= 1e-5 * max(1.0, float(ref.abs().max()))
 
 
 def test_greyscale_32px_folder(tmp_path):
@@ -135,19 +166,62 @@ def test_plain_state_dict_trained_elsewhere(rgb):
              "missing from the file: fc.bias", "last_conv.weight (4, 8, 3, 3) vs (8, 8, 3, 3)")
 
 
-def test_bad_inputs_are_clear_errors(tmp_path):
+def test_wrong_target_is_a_clear_error(tmp_path):
     root = _workdir(tmp_path, "shapes", 16, grey=False)
-    data = ["dataset=image_folder", "data.root=shapes"]
-    _refused(run_cli("train.py", [*data, *MODEL[:1], "model.net._target_=tiny_resnet.NoSuchNet", *MODEL[2:], *QUIET],
-                     cwd=root), "model.net._target_=tiny_resnet.NoSuchNet: cannot import it")
-    _refused(run_cli("train.py", [*data, "model=custom", "model.net._target_=tiny_resnet.NotLogits", *QUIET],
-                     cwd=root), "it must return logits")
-    one = root / "one"
-    (one / "disc").mkdir(parents=True)
-    shutil.copytree(root / "shapes" / "disc", one / "disc", dirs_exist_ok=True)
-    _refused(run_cli("train.py", ["dataset=image_folder", "data.root=one", *MODEL, *QUIET], cwd=root),
-             "one class folder (disc/)", "at least two classes")
-    Image.fromarray(np.zeros((16, 16, 4), np.uint8)).save(root / "shapes" / "disc" / "rgba.png")
-    (root / "shapes" / "cross" / "broken.png").write_bytes(b"not a png")
-    _refused(run_cli("train.py", [*data, *MODEL, *QUIET], cwd=root), "disc/rgba.png: 4-channel image",
-             "cross/broken.png: cannot be read as an image")
+    _refused(run_cli("train.py", ["dataset=image_folder", "data.root=shapes", *MODEL[:1],
+                                  "model.net._target_=my_net.NoSuchNet", *MODEL[2:], *QUIET], cwd=root),
+             "model.net._target_=my_net.NoSuchNet: cannot import it")
+
+
+def _build(root: Path, *overrides):
+    from pipeline.training.train import build
+    from tests.conftest import compose_cfg
+
+    target = "tests.custom_example.tiny_resnet."
+    model = [MODEL[0], f"model.net._target_={target}TinyResNet", *MODEL[2:]]
+    return build(compose_cfg(root, ["dataset=image_folder", f"data.root={root / 'shapes'}", *model, *QUIET,
+                                    *[o.replace("my_net.", target) for o in overrides]]))
+
+
+def _build_error(root, needles, *overrides):
+    with pytest.raises(Exception) as info:
+        _build(root, *overrides)
+    exc = info.value if isinstance(info.value, ValueError) else info.value.__cause__
+    assert isinstance(exc, ValueError), repr(info.value)
+    for n in needles:
+        assert n in str(exc), str(exc)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    make_folder(tmp_path / "shapes", per_class=4, size=16)
+    _build_error(tmp_path, ["it must return logits", "NotLogits"], "model.net._target_=my_net.NotLogits")
+    _build_error(tmp_path, ["model.net._target_=", "NoSuchNet", "cannot import"], "model.net._target_=my_net.NoSuchNet")
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="plain classes"):   # two heads, but the folder's labels are plain classes
+        _build(tmp_path, "+model.net.heads=[a,b]")
+    dm, module, _ = _build(tmp_path, "+model.net.heads=[shape]")   # a dict with one head: that head's name
+    assert module.head_classes == {"shape": 3} and module.main_head == "shape"
+    dm.setup("fit")
+    loss, preds, targets = module._step(next(iter(dm.train_dataloader())))
+    assert loss.isfinite() and set(preds) == set(targets) == {"shape"}
+
+
+def test_bad_folders_are_clear_errors(tmp_path):
+    from pipeline.data.image_folder import ImageFolderError
+    from pipeline.data.image_folder_datamodule import ImageFolderDataModule
+
+    make_folder(tmp_path / "shapes", per_class=4, size=16)
+    one = tmp_path / "one"
+    shutil.copytree(tmp_path / "shapes" / "disc", one / "disc")
+    with pytest.raises(ImageFolderError, match=r"one class folder \(disc/\).*at least two classes"):
+        ImageFolderDataModule(root=str(one))
+    Image.fromarray(np.zeros((16, 16, 4), np.uint8)).save(tmp_path / "shapes" / "disc" / "rgba.png")
+    (tmp_path / "shapes" / "cross" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "shapes" / "square" / "notes.txt").write_text("x")
+    (tmp_path / "shapes" / "empty").mkdir()
+    with pytest.raises(ImageFolderError) as info:
+        ImageFolderDataModule(root=str(tmp_path / "shapes"))
+    for needle in ("disc/rgba.png: 4-channel image", "cross/broken.png: cannot be read as an image",
+                   "square/notes.txt: not an image file", "empty/: class folder holds no images", "4 problem(s)"):
+        assert needle in str(info.value), str(info.value)
