@@ -225,3 +225,21 @@ def test_bad_folders_are_clear_errors(tmp_path):
     for needle in ("disc/rgba.png: 4-channel image", "cross/broken.png: cannot be read as an image",
                    "square/notes.txt: not an image file", "empty/: class folder holds no images", "4 problem(s)"):
         assert needle in str(info.value), str(info.value)
+
+
+def test_normalization_inside_the_forward(tmp_path):
+    make_folder(tmp_path / "shapes", per_class=4, size=16)
+    dm, module, _ = _build(tmp_path, "model.normalize={mean:[0.5,0.4,0.3],std:[0.25,0.2,0.5]}")
+    net = module.net.eval()
+    x = torch.rand(2, 3, 16, 16)
+    plain = TinyResNet()
+    plain.load_state_dict(net.state_dict())
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.25, 0.2, 0.5]).view(1, 3, 1, 1)
+    torch.testing.assert_close(net(x), plain.eval()((x - mean) / std))
+    assert module.hparams.normalize == {"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.5]}
+    from pipeline.models.custom import CustomModelError
+
+    with pytest.raises(Exception) as info:
+        _build(tmp_path, "model.normalize={mean:[0.5],std:[0]}")
+    assert isinstance(info.value.__cause__ or info.value, CustomModelError)
+    assert "std must be > 0" in str(info.value.__cause__ or info.value)

@@ -18,7 +18,7 @@ from torch import nn
 
 from pipeline.errors import CnnvisError
 
-__all__ = ["CustomModelError", "build_net", "head_classes_of", "heads_from_output"]
+__all__ = ["CustomModelError", "build_net", "head_classes_of", "heads_from_output", "normalize_inputs"]
 
 
 class CustomModelError(CnnvisError, ValueError):
@@ -102,3 +102,27 @@ def head_classes_of(net: nn.Module, input_shape=None, where: str = "the network"
     finally:
         net.train(was_training)
     return heads_from_output(out, where)
+
+
+def normalize_inputs(net: nn.Module, normalize: Mapping | None) -> None:
+    """``model.normalize={mean: [...], std: [...]}`` (one value per channel, or one for all): a forward
+    pre-hook on the network computes ``(x - mean) / std``, so the network sees normalized images while
+    the data, the stored inputs and every input-space picture (filters, saliency) stay in [0, 1]; the
+    layer names and the state_dict are unchanged."""
+    if not normalize:
+        return
+    try:
+        mean = [float(v) for v in (normalize["mean"] if isinstance(normalize["mean"], (list, tuple)) else [normalize["mean"]])]
+        std = [float(v) for v in (normalize["std"] if isinstance(normalize["std"], (list, tuple)) else [normalize["std"]])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CustomModelError(f"model.normalize={dict(normalize)} is invalid: use {{mean: [m1, ...], std: [s1, ...]}}, "
+                               f"one number per channel (or one for all)") from exc
+    if not all(s > 0 for s in std):
+        raise CustomModelError(f"model.normalize.std={std} is invalid: every std must be > 0")
+
+    def pre(module, args):
+        x = args[0]
+        shape = (1, -1, 1, 1)
+        return (x - x.new_tensor(mean).view(shape)) / x.new_tensor(std).view(shape), *args[1:]
+
+    net.register_forward_pre_hook(pre)

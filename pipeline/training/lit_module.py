@@ -59,16 +59,17 @@ class LitClassifier(pl.LightningModule):
     def __init__(self, net: Mapping, optimizer: Mapping, scheduler: Mapping | None = None,
                  name: str = "model", class_names: Sequence[str] | None = None,
                  head_weights: Mapping[str, float] | None = None, dataset: str | None = None,
-                 input_shape: Sequence[int] | None = None, **_ignored):
-        from pipeline.models.custom import build_net, head_classes_of
+                 input_shape: Sequence[int] | None = None, normalize: Mapping | None = None, **_ignored):
+        from pipeline.models.custom import build_net, head_classes_of, normalize_inputs
 
         super().__init__()
         self.save_hyperparameters({
             "net": _plain(net), "optimizer": _plain(optimizer), "scheduler": _plain(scheduler),
             "name": name, "dataset": dataset, "class_names": list(class_names or []),
-            "head_weights": _plain(head_weights), "input_shape": _plain(input_shape),
+            "head_weights": _plain(head_weights), "input_shape": _plain(input_shape), "normalize": _plain(normalize),
         })
         self.net: nn.Module = build_net(self.hparams.net)
+        normalize_inputs(self.net, self.hparams.normalize)  # model.normalize: inside the forward, images stay in [0, 1]
         # any nn.Module (model=custom): heads learned from one forward pass, kept on the net for the visualizers
         self.head_classes: dict[str, int] = head_classes_of(self.net, self.hparams.input_shape,
                                                             f"model.net._target_={self.hparams.net.get('_target_')}")
