@@ -1,0 +1,181 @@
+"""Feature visualization (issue 10): are the pictures right, and how fast?
+
+    python benchmarks/bench_feature_vis.py [--steps 128] [--reps 3] [--speed-steps 32] [--skip-mnist]
+
+Uses the newest complete checkpoints (outputs/train): lines/multihead, mnist/cnn_basic and
+mnist/cnn_deep (the judge; train it with another seed: python train.py dataset=mnist model=cnn_deep seed=1).
+"configured" = the job's defaults (conf/job/filters.yaml); "plain" = pixel ascent, no transforms.
+Bars: angle axis within 7.5 deg >= 11/12; colour energy >= 80 %; MNIST judge >= 8/10; objective
+>= 90 % of plain on every unit; batched >= 2.5x one at a time; job on the default model <= 60 s;
+bad input rejected before any work.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from pipeline.errors import CnnvisError  # noqa: E402
+from pipeline.training.checkpoints import load_lit_module  # noqa: E402
+from pipeline.training.registry import list_runs  # noqa: E402
+from pipeline.visualization.feature_vis import FeatureVisualizer  # noqa: E402
+
+CONF = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(ROOT / "conf/job/filters.yaml"))["filters"].items()
+        if k in ("param", "transforms", "steps", "lr", "noise", "jitter", "scale", "rotate", "l1", "tv", "blur")}
+PLAIN = {**CONF, "param": "pixel", "transforms": [], "l1": 0.0, "tv": 0.0, "blur": 0.0}
+
+
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def newest(dataset: str, model: str):
+    runs = list_runs(ROOT / "outputs", dataset, model)
+    if not runs:
+        return None
+    return load_lit_module(runs[-1].best_checkpoint, f"{dataset}/{model}").net.eval()
+
+
+def axis_deg(img: torch.Tensor) -> float:
+    """Principal axis of the intensity above its mean (second moments), degrees counter-clockwise, [0, 180)."""
+    i = img.sum(0)
+    i = (i - i.mean()).clamp_min(0)
+    h, w = i.shape
+    y, x = torch.meshgrid(torch.arange(h, dtype=i.dtype), torch.arange(w, dtype=i.dtype), indexing="ij")
+    m = i.sum().clamp_min(1e-12)
+    cx, cy = (i * x).sum() / m, (i * y).sum() / m
+    mu20, mu02 = (i * (x - cx) ** 2).sum(), (i * (y - cy) ** 2).sum()
+    mu11 = (i * (x - cx) * -(y - cy)).sum()  # y up
+    return (0.5 * math.degrees(math.atan2(float(2 * mu11), float(mu20 - mu02)))) % 180
+
+
+def angle_bar(net, steps):
+    vis = FeatureVisualizer(net, "heads.angle", (3, 28, 28))
+    out = {}
+    for name, s in (("configured", CONF), ("plain pixel", PLAIN)):
+        res = vis(objective="class", **{**s, "steps": steps})
+        errs = [abs((axis_deg(p) - 15 * i + 90) % 180 - 90) for i, p in enumerate(res.patterns)]
+        ok = sum(e <= 7.5 for e in errs)
+        print(f"  angle {name:12s}: {ok}/12 within 7.5 deg (errors {[round(e) for e in errs]})  "
+              f"[bar >= 11/12: {'MET' if ok >= 11 else 'NOT MET'}]")
+        out[name] = res
+    return out
+
+
+def colour_bar(net, steps):
+    res = FeatureVisualizer(net, "heads.colour", (3, 28, 28))(objective="class", **{**CONF, "steps": steps})
+    for row, (name, ch) in enumerate((("red", 0), ("blue", 2))):
+        e = res.patterns[row].pow(2).sum(dim=(1, 2))
+        share = float(e[ch] / e.sum())
+        print(f"  colour {name}: {share:.0%} of the energy in the {name} channel  [bar >= 80 %: "
+              f"{'MET' if share >= 0.8 else 'NOT MET'}]")
+
+
+def mnist_bar(steps):
+    basic, deep = newest("mnist", "cnn_basic"), newest("mnist", "cnn_deep")
+    if basic is None or deep is None:
+        print("  MNIST: skipped (needs complete mnist/cnn_basic and mnist/cnn_deep runs)")
+        return
+    vis = FeatureVisualizer(basic, "classifier", (1, 28, 28))
+    for name, s in (("configured", CONF), ("plain pixel", PLAIN)):
+        res = vis(objective="class", **{**s, "steps": steps})
+        with torch.no_grad():
+            pred = deep(res.patterns).argmax(1)
+        ok = int((pred == torch.arange(10)).sum())
+        print(f"  MNIST {name:12s}: cnn_deep reads {ok}/10 as the intended digit ({pred.tolist()})  "
+              f"[bar >= 8/10: {'MET' if ok >= 8 else 'NOT MET'}]")
+
+
+def strength_bar(net, steps, angle):
+    for layer, objective, conf, plain in (("heads.angle", "class", angle["configured"], angle["plain pixel"]),):
+        ratio = conf.scores / plain.scores
+        print(f"  objective vs plain ({layer} {objective}): min {float(ratio.min()):.0%}, median "
+              f"{float(ratio.median()):.0%}; {int((ratio >= 0.9).sum())}/{len(ratio)} >= 90 %")
+    vis = FeatureVisualizer(net, "features.conv3", (3, 28, 28))
+    conf = vis(objective="channel", **{**CONF, "steps": steps})
+    plain = vis(objective="channel", **{**PLAIN, "steps": steps})
+    ratio = conf.scores / plain.scores.clamp_min(1e-6)
+    print(f"  objective vs plain (features.conv3 channel): min {float(ratio.min()):.0%}, median "
+          f"{float(ratio.median()):.0%}; {int((ratio >= 0.9).sum())}/{len(ratio)} >= 90 %  [bar: every unit]")
+
+
+def speed_bar(net, steps, reps):
+    vis = FeatureVisualizer(net, "features.conv3", (3, 28, 28))
+    kw = {**CONF, "steps": steps}
+    times = {"batched": [], "one at a time": []}
+    for _ in range(reps):
+        for name, fn in (("batched", vis), ("one at a time", vis.one_at_a_time)):
+            t = time.perf_counter()
+            fn(objective="channel", **kw)
+            times[name].append(time.perf_counter() - t)
+    ratios = [b / a for a, b in zip(times["batched"], times["one at a time"])]
+    med = statistics.median(times["one at a time"]) / statistics.median(times["batched"])
+    print(f"  speed (features.conv3, 64 channels, {steps} steps, {reps} interleaved repeats, {cpu_model()}, "
+          f"{torch.get_num_threads()} thread(s)): batched {statistics.median(times['batched']):.2f} s, one at a time "
+          f"{statistics.median(times['one at a time']):.2f} s -> {med:.2f}x (paired {min(ratios):.2f}-{max(ratios):.2f}x)"
+          f"  [bar >= 2.5x: {'MET' if med >= 2.5 else 'NOT MET'}]")
+
+
+def job_bar(net):
+    from pipeline.jobs.filters import FiltersJob
+
+    ctx = SimpleNamespace(net=net, input_shape=(3, 28, 28), head_classes=dict(net.head_classes),
+                          class_names=[str(i) for i in range(96)])
+    t = time.perf_counter()
+    job = FiltersJob(ctx, None, 0, **CONF)
+    result = job.compute(None, 64)
+    dt = time.perf_counter() - t
+    print(f"  job=filters compute on the default model ({', '.join(f'{r.layer}/{r.objective}' for r in result['patterns'])}): "
+          f"{dt:.1f} s  [bar <= 60 s: {'MET' if dt <= 60 else 'NOT MET'}]")
+    for layers, kw in ((["features.conv3"], {"objective": "class"}), (["heads.angle"], {"objective": "class",
+                       "classes": [12]}), (None, {"transforms": ["jitter", "shear"]})):
+        t = time.perf_counter()
+        try:
+            FiltersJob(ctx, layers, 0, **{**CONF, **kw})
+            msg = "NOT rejected"
+        except CnnvisError as exc:
+            msg = f"rejected in {time.perf_counter() - t:.2f} s: {str(exc)[:90]}"
+        print(f"  bad input {layers} {kw}: {msg}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=int(CONF["steps"]))
+    ap.add_argument("--speed-steps", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-mnist", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"feature visualization bench; configured = {CONF}")
+    net = newest("lines", "multihead")
+    if net is None:
+        sys.exit("no complete lines/multihead run: python train.py first")
+    angle = angle_bar(net, args.steps)
+    colour_bar(net, args.steps)
+    if not args.skip_mnist:
+        mnist_bar(args.steps)
+    strength_bar(net, args.steps, angle)
+    speed_bar(net, args.speed_steps, args.reps)
+    job_bar(net)
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()
