@@ -46,10 +46,15 @@ class AttributionMaps:
 
 class AttributionMapsJob:
     def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, method: Any, catalog: dict[str, Any],
-                 target: int | None = None, head: str | None = None, alpha: float, cmap: str):
+                 target: int | None = None, head: str | None = None, alpha: float, cmap: str,
+                 scale: str = "per_image"):
         """``method``: a name in ``catalog`` (the run's ``methods``) or a list of names; ``target``: one
-        class for every image (None: each image's prediction); ``head``: one head (None: every head)."""
-        self.ctx, self.alpha, self.cmap = ctx, float(alpha), cmap
+        class for every image (None: each image's prediction); ``head``: one head (None: every head);
+        ``scale``: per_image (each map min-max to [0, 1]) or shared (the raw maps of a figure over their
+        common maximum: a weak map stays faint)."""
+        if scale not in SCALES:
+            raise CnnvisError(f"gradcam.scale={scale} is not one of: {', '.join(SCALES)}")
+        self.ctx, self.alpha, self.cmap, self.scale = ctx, float(alpha), cmap, scale
         self.methods = chosen_methods(method, catalog, "gradcam.method")
         self.layers = layers or [last_conv_name(ctx.net)]
         heads = list(ctx.head_classes)
@@ -94,15 +99,17 @@ class AttributionMapsJob:
         for m in result.maps:
             d = fig_dir / "attribution" / safe_name(m.method) / safe_name(m.head) / safe_name(m.layer)
             d.mkdir(parents=True, exist_ok=True)
-            titles, figs = self._titles(m), []
+            flags, shown = map_flags(m.result.maps), display_maps(m.result, self.scale)
+            titles = [t + (f"\n{f}" if f else "") for t, f in zip(self._titles(m), flags)]
+            figs = []
             for i in tqdm(range(len(sel)), desc=f"{m.method} figures ({m.head}, {m.layer})", unit="fig"):
-                path = render_gradcam_figure(sel.images[i], m.result.maps_normalized[i], m.result.layer_maps[i],
+                path = render_gradcam_figure(sel.images[i], shown[i], m.result.layer_maps[i],
                                              d / f"image{i:02d}.png",
-                                             f"{m.method} {titles[i]} - image {i} ({sel.sources[i]})",
+                                             f"{m.method} {titles[i]} - image {i} ({sel.sources[i]})".replace("\n", "; "),
                                              alpha=self.alpha, cmap=self.cmap)
-                figs.append(Figure(path, f"image {i} ({sel.sources[i]}): {titles[i]}"))
-            sheet = render_gradcam_sheet(sel.images, m.result.maps_normalized, titles, d / "sheet.png",
-                                         alpha=self.alpha, cmap=self.cmap, title=f"{m.method} at {m.layer}")
+                figs.append(Figure(path, f"image {i} ({sel.sources[i]}): {titles[i]}".replace("\n", "; ")))
+            sheet = render_gradcam_sheet(sel.images, shown, titles, d / "sheet.png", alpha=self.alpha, cmap=self.cmap,
+                                         title=f"{m.method} at {m.layer} ({self.scale.replace('_', '-')} scale)")
             where = (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}"
             subsections.append(Section(f"{m.method}: {where}", figures=[Figure(sheet, f"{m.method}, all images"), *figs]))
         return subsections
@@ -115,6 +122,10 @@ class AttributionMapsJob:
                 rows.append([m.method, m.head, m.layer, i, sel.sources[i], names[int(m.result.targets[i])],
                              float(m.result.probs[i]), self._true_name(m.head, int(sel.labels[i]), names)])
             observations += [f"{m.method} at {m.layer}: {n}" for n in m.result.notes()]
+            observations += [f"{m.method} at {m.layer}" + (f", head {m.head}" if self.ctx.multihead else "") +
+                             f": image {i}'s map is {f}; its min-max scaled overlay would look as confident as the "
+                             f"others (gradcam.scale=shared shows it on the figure's common scale)"
+                             for i, f in enumerate(map_flags(m.result.maps)) if f.startswith("near-zero")]
             if sel.masks is not None:
                 loc_rows.append([m.method, m.head, m.layer, *localization(m.result.maps, sel.masks)])
         tables = [Table("Explained class per image", ["method", "head", "layer", "image", "source",
@@ -149,6 +160,27 @@ class AttributionMapsJob:
         if head == "class":
             return names[label]
         return names[int(split_label(torch.tensor([label]), self.ctx.head_classes)[head])]
+
+
+SCALES = ("per_image", "shared")
+NEAR_ZERO = 0.01  # a map whose maximum is below 1 % of the largest map of its figure
+
+
+def map_flags(maps: torch.Tensor) -> list[str]:
+    """Per image: "blank (no positive evidence)" for an all-zero map, "near-zero (max ..., x % of the
+    largest)" for one whose peak is below NEAR_ZERO of the figure's largest peak, else ""."""
+    peaks = maps.flatten(1).amax(1).tolist()
+    top = max(peaks, default=0.0)
+    return ["blank (no positive evidence)" if p <= 0 else
+            f"near-zero (max {p:.1e}, {p / top:.1%} of the largest)" if p < NEAR_ZERO * top else "" for p in peaks]
+
+
+def display_maps(result: AttributionResult, scale: str) -> torch.Tensor:
+    """What the overlays show: per_image = ``maps_normalized``; shared = ``maps`` / their common maximum."""
+    if scale == "per_image":
+        return result.maps_normalized
+    top = float(result.maps.max()) if result.maps.numel() else 0.0
+    return result.maps / top if top > 0 else torch.zeros_like(result.maps)
 
 
 def localization(maps: torch.Tensor, masks: torch.Tensor) -> list[float]:

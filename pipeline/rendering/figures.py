@@ -92,12 +92,15 @@ def normalize_each(stack) -> np.ndarray:
 
 
 def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """Alpha-blend the colour-mapped ``heat`` [H,W] (in [0,1]) over ``rgb`` [H,W,3]."""
+    """The colour-mapped ``heat`` [H,W] (in [0,1]) over ``rgb`` [H,W,3] shown in greyscale, each pixel's
+    opacity ``alpha * heat`` (low values fade out, as torchcam's overlay): a zero map leaves the grey image."""
     heat = np.clip(np.nan_to_num(_np(heat), nan=0.0), 0.0, 1.0)
     if heat.shape != rgb.shape[:2]:
         raise ValueError(f"heatmap {heat.shape} does not match the image {rgb.shape[:2]}")
+    grey = np.repeat((rgb @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, axis=2)
     coloured = colormaps[cmap](heat)[..., :3].astype(np.float32)
-    return np.clip((1.0 - alpha) * rgb + alpha * coloured, 0.0, 1.0)
+    a = (alpha * heat)[..., None]
+    return np.clip((1.0 - a) * grey + a * coloured, 0.0, 1.0).astype(np.float32)
 
 
 def _cmap(name: str, bad: str = "white"):
@@ -258,7 +261,7 @@ def render_gradcam_figure(image, map_up, layer_map, path, title: str, alpha: flo
     cb = fig.colorbar(im, ax=ax_raw, shrink=0.8)
     cb.ax.tick_params(labelsize=7)
     ax_ov.imshow(blended, interpolation="nearest")
-    ax_ov.set_title(f"overlay (alpha {alpha:g})", fontsize=9)
+    ax_ov.set_title(f"overlay on grey (alpha {alpha:g} x map)", fontsize=9)
     cb2 = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), ax=ax_ov, shrink=0.8)
     cb2.ax.tick_params(labelsize=7)
     cb2.set_label("normalized importance", fontsize=7)

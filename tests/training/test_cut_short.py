@@ -75,7 +75,7 @@ def test_debug_configs_write_under_outputs_debug(tmp_path, name, key, value):
     run_dir = cfg.hydra.run.dir
     assert run_dir.startswith(f"{tmp_path}/outputs/debug/{name}/lines/multihead/"), run_dir
     if name == "profile":
-        assert cfg.trainer.profiler._target_ == "pytorch_lightning.profilers.SimpleProfiler"
+        assert cfg.trainer.profiler == "simple"
 
 
 def test_debug_fast_run_is_recorded_cut_short_and_says_so(tmp_path, capsys):
