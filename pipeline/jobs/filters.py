@@ -44,22 +44,22 @@ class FiltersJob:
         def bad(msg):
             return CnnvisError(f"filters: {msg}")
         if objective not in OBJECTIVES:
-            raise bad(f"objective={objective} is unknown: use one of {', '.join(OBJECTIVES)}")
+            raise CnnvisError(f"filters.objective={objective} is unknown: use one of {', '.join(OBJECTIVES)}")
         if param not in PARAMS:
-            raise bad(f"param={param} is unknown: use one of {', '.join(PARAMS)}")
+            raise CnnvisError(f"filters.param={param} is unknown: use one of {', '.join(PARAMS)}")
         try:
             transforms = check_transforms(["jitter", "scale", "rotate"] if transforms is None else transforms)
         except ValueError as exc:
             raise bad(str(exc)) from None
         for key, value in (("steps", steps), ("top", top), ("copies", copies)):
             if value < 1:
-                raise bad(f"{key}={value} is invalid: it must be a positive integer")
+                raise CnnvisError(f"filters.{key}={value} is invalid: it must be a positive integer")
         if lr <= 0:
-            raise bad(f"lr={lr} is invalid: it must be positive")
+            raise CnnvisError(f"filters.lr={lr} is invalid: it must be positive")
         for key, value in (("noise", noise), ("jitter", jitter), ("scale", scale), ("rotate", rotate), ("l1", l1),
                            ("tv", tv), ("blur", blur), ("diversity", diversity)):
             if value < 0:
-                raise bad(f"{key}={value} is invalid: it must be >= 0")
+                raise CnnvisError(f"filters.{key}={value} is invalid: it must be >= 0")
         heads = head_layers(ctx.net, ctx.input_shape)
         convs = conv_layer_names(ctx.net)
         if objective == "class":
