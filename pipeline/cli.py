@@ -58,6 +58,9 @@ def _prepare(cfg) -> None:
     from pipeline.leftovers import remove_stale_partials
     from pipeline.parallel import apply_thread_share
 
+    from pipeline.quiet import quiet_lightning
+
+    quiet_lightning()  # Lightning's misleading console lines (pipeline/quiet.py)
     apply_thread_share(cfg)
     paths = cfg.get("paths") if cfg is not None else None
     if paths is not None:
