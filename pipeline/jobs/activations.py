@@ -51,7 +51,7 @@ class ActivationsJob:
             writer.write_activations(layer, result.acts[layer], result.stats[layer])
 
     def render(self, result: Activations, fig_dir: Path) -> dict[str, list[Figure]]:
-        from pipeline.rendering.figures import render_activation_figure
+        from pipeline.rendering.figures import render_activation_figure, shared_limits
 
         sel = result.images
         figures: dict[str, list[Figure]] = {layer: [] for layer in self.layers}
@@ -61,7 +61,7 @@ class ActivationsJob:
             path.parent.mkdir(parents=True, exist_ok=True)
             a = result.acts[layer][i]
             render_activation_figure(sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})",
-                                     cmap=self.cmap)
+                                     cmap=self.cmap, limits=shared_limits(result.acts[layer]))
             figures[layer].append(Figure(path, f"{layer}, image {i} ({sel.sources[i]})"))
         return figures
 

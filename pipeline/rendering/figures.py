@@ -119,12 +119,13 @@ def _save(fig: Figure, path, dpi: int) -> Path:
 
 # --------------------------------------------------------------------------- activations
 def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis", dpi: int = 100,
-                             ncols: int | None = None) -> Path:
+                             ncols: int | None = None, limits: tuple[float, float] | None = None) -> Path:
     """Input image (left) and a mosaic of all channels of ``acts`` [C,h,w] (right).
 
     One colour scale for the whole mosaic (:func:`shared_limits`), with a colour bar; each
     tile carries its channel index. A linear layer's vector [F] is drawn as a grid of 1x1
-    tiles (row-major, unlabelled).
+    tiles (row-major, unlabelled). ``limits``: the scale shared by all images of the layer; values
+    of both signs are drawn with the diverging RdBu_r centred on 0, non-negative ones with ``cmap``.
     """
     rgb = to_display_rgb(image)
     a = _np(acts)
@@ -139,7 +140,11 @@ def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis
     pad = 0 if (h == 1 and w == 1) else max(1, round(max(h, w) / 16))
     nrows, ncols = grid_shape(c, ncols)
     m = mosaic(a, ncols=ncols, pad=pad)
-    vmin, vmax = shared_limits(a)
+    vmin, vmax = limits if limits is not None else shared_limits(a)
+    signed = vmin < 0 < vmax
+    if signed:
+        vmax = max(-vmin, vmax)
+        vmin, cmap = -vmax, "RdBu_r"
 
     aspect = m.shape[1] / m.shape[0]
     panel_h = 6.0
@@ -167,7 +172,8 @@ def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis
                           ha="left", va="top", path_effects=_LABEL_EFFECTS)
     cb = fig.colorbar(im, ax=ax_m, shrink=0.85, pad=0.01)
     cb.ax.tick_params(labelsize=8)
-    cb.set_label("activation (shared scale)", fontsize=8)
+    cb.set_label(("signed activation, 0 = white" if signed else "activation") +
+                 (" (scale shared by the layer's images)" if limits is not None else ""), fontsize=8)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path, dpi)
 
