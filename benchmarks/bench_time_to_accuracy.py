@@ -131,7 +131,7 @@ def run_plain(dm, target: float, max_epochs: int, seed: int) -> dict:
     t0, reached = time.perf_counter(), None
     for _ in range(max_epochs):
         for x, y in batches:
-            out, t = net(to_float_images(x)), split_label(y, HEADS)
+            out, t = net(x), split_label(y, HEADS)  # TensorBatches yields float images in [0, 1]
             loss = sum(F.binary_cross_entropy_with_logits(out[h][:, 0], t[h].float()) if out[h].shape[1] == 1
                        else F.cross_entropy(out[h], t[h]) for h in HEADS)
             opt.zero_grad()
