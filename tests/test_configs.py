@@ -68,7 +68,13 @@ def _data_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     extra = {"lines": ["data.per_class=6", "data.progress=false"], "lines_folder": [f"data.root={tmp_path}"],
              "mnist": [f"data.data_dir={SHARED_DATASETS / 'mnist'}"],
              "fashion_mnist": [f"data.data_dir={SHARED_DATASETS / 'fashion-mnist'}"]}
-    return extra.get(dataset, [])
+    if dataset == "image_folder":  # a user's folder: three classes of coloured shapes
+        from tests.custom_example.shapes import make_folder
+        extra["image_folder"] = [f"data.root={make_folder(tmp_path / 'shapes', per_class=4, size=28)}",
+                                 "data.channels=3", "data.num_classes=3", "data.image_size=28", "model=cnn_basic"]
+    model = ["model.net._target_=tests.custom_example.tiny_resnet.TinyResNet",
+             "+model.net.in_channels=${data.channels}", "+model.net.num_classes=${data.num_classes}"]
+    return extra.get(dataset, []) + (model if (group, option) == ("model", "custom") else [])
 
 
 def _tiny_context(cfg, datamodule) -> VisContext:

@@ -4,6 +4,7 @@ an unknown layer name and Ctrl-C in the middle of a job each give one clear mess
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from pathlib import Path
@@ -48,8 +49,20 @@ def _interrupt_when_partial_files_appear(run_dir: Path, stop: threading.Event) -
         time.sleep(0.05)
 
 
-def test_ctrl_c_during_a_job_stops_cleanly(root, capsys):
-    cfg = compose_cfg(root, [*TINY["mnist"], "search_cut_short=true", "job=filters", "filters.steps=1000000", "image=[0]"],
+@pytest.fixture
+def python_sigint_handler():
+    """Ctrl-C as a user's terminal delivers it: Python's own SIGINT handler (an earlier test of the
+    session -- Lightning, a launcher -- may have left another one installed, which would swallow the
+    simulated key press)."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_during_a_job_stops_cleanly(root, capsys, python_sigint_handler):
+    # many steps (minutes), never endless: a lost key press fails the test instead of hanging the suite
+    cfg = compose_cfg(root, [*TINY["mnist"], "search_cut_short=true", "job=filters", "filters.steps=20000", "image=[0]"],
                       config_name="visualize")
     run_dir = Path(cfg.paths.output_dir)
     stop = threading.Event()
