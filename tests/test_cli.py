@@ -32,7 +32,10 @@ def test_train_sweep_writes_one_complete_run_per_combination(trained_root):
     assert sorted(r["model"] for r in records) == ["cnn_basic", "multihead"]
     assert all(r["status"] == "complete" and Path(r["best_checkpoint"]).is_file() for r in records)
     assert proc.stdout.count("training complete") == 2  # the one-screen summary of each run
-    assert "python visualize.py dataset=lines model=multihead" in proc.stdout
+    # the tiny runs are cut short (3 batches an epoch): the summary names why and how to use one anyway
+    assert proc.stdout.count("CUT SHORT:       limit_train_batches=3") == 2
+    multihead = next(r for r in records if r["model"] == "multihead")
+    assert f"python visualize.py dataset=lines ckpt={multihead['best_checkpoint']} job=all" in proc.stdout
 
 
 def test_visualize_sweep_renders_each_combination_and_an_index(trained_root):
@@ -105,7 +108,7 @@ def test_missing_mnist_files_say_where_to_put_them(tmp_path):
 
 
 def test_help_lists_groups_and_examples(tmp_path):
-    for script, group in [("train.py", "model: cnn_basic, cnn_deep, multihead"),
+    for script, group in [("train.py", "model: cnn_basic, cnn_deep, custom, multihead"),
                           ("visualize.py", "job: activations, all, attribution, evaluate, filters, gradcam")]:
         proc = run_cli(script, ["--help"], cwd=tmp_path)
         assert proc.returncode == 0 and group in proc.stdout and "Examples:" in proc.stdout

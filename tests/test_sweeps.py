@@ -76,7 +76,7 @@ def test_parallel_launchers_give_the_same_sweep_index(basic_sweep, tmp_path, lau
 
 def test_a_failing_visualize_combination_does_not_stop_the_sweep(basic_sweep):
     root, _, _ = basic_sweep  # its cnn_basic run is the newest mnist checkpoint under root
-    proc = run_cli("visualize.py", ["-m", "job=gradcam", "gradcam.target=3,42,5", "model=cnn_basic", "image=[0,1]",
+    proc = run_cli("visualize.py", ["-m", "job=gradcam", "gradcam.target=3,42,5", "model=cnn_basic", "image=[0,1]", "search_cut_short=true",
                                     *TINY["mnist"], f"paths.root_dir={root}"], cwd=root)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
