@@ -38,6 +38,20 @@ def make_model(seed: int):
     return m.eval()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (printed beside every absolute time: machines of one class differ 2-3x)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def add_timing_args(ap: argparse.ArgumentParser, warmup: int) -> None:
     """Add ``--reps`` (default 7), ``--warmup`` (default ``warmup``) and ``--threads`` (default 1)."""
     ap.add_argument("--reps", type=int, default=7)

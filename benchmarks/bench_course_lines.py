@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import _timing  # noqa: F401  (puts the repository root on sys.path)
+from _timing import cpu_model  # (also puts the repository root on sys.path)
 from standin_lines import STANDINS
 
 from pipeline.data.line_geometry import angle_error, measure_lines
@@ -33,15 +32,6 @@ from pipeline.training.lit_module import head_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def style_set(style: str, per_class: int, seed: int, **changes):

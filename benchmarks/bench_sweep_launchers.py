@@ -23,19 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import describe, interleaved, speedup
+from _timing import cpu_model, describe, interleaved, speedup
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sweep_command(out: Path, cache: Path, args, launcher: list[str]) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import cpu_model  # noqa: E402
 from pipeline.data.batches import TensorBatches, to_float_images  # noqa: E402
 from pipeline.data.lines_labels import HEADS, join_label, split_label  # noqa: E402
 from pipeline.models.multihead import MultiHead  # noqa: E402
@@ -59,15 +59,6 @@ class ValClock(pl.Callback):
             self.points.append((time.perf_counter() - self.t0, float(acc)))
             self.path.write_text(json.dumps(self.points))
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def compose(root: Path, overrides: list[str], cache: Path):
