@@ -47,6 +47,16 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"data.{name}={value!r} is invalid: it must lie strictly between 0 and 1")
 
 
+def fit_val_test_indices(labels: np.ndarray, test_fraction: float, val_fraction: float,
+                         seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified (fit, validation, test) indices: the test share first, then the validation share
+    of the rest, both drawn with one ``default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = stratified_split(labels, 1.0 - test_fraction, rng)
+    fit_pos, val_pos = stratified_split(labels[train_idx], 1.0 - val_fraction, rng)
+    return train_idx[fit_pos], train_idx[val_pos], test_idx
+
+
 def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices (first, second): ``round(len * fraction)`` images in ``first``, shared among the
     classes in proportion (largest remainders), each class with at least one image on both sides

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pipeline.data.datamodules import InMemoryDataModule, Split, stratified_split
+from pipeline.data.datamodules import InMemoryDataModule, Split, fit_val_test_indices
 from pipeline.data.image_folder import (ImageFolderError, infer_channels, load_image_folder, raise_problems,
                                         scan_image_folder)
 
@@ -65,10 +65,8 @@ class ImageFolderDataModule(InMemoryDataModule):
         if few:
             raise ImageFolderError(f"data.root={self.root}: every class needs at least 3 images (train, validation "
                                    f"and test); too few in: {', '.join(few)}")
-        rng = np.random.default_rng(self.split_seed)
-        train_idx, test_idx = stratified_split(labels, 1.0 - self.test_fraction, rng)
-        fit_pos, val_pos = stratified_split(labels[train_idx], 1.0 - self.val_fraction, rng)
-        fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
+        fit_idx, val_idx, test_idx = fit_val_test_indices(labels, self.test_fraction, self.val_fraction,
+                                                          self.split_seed)
         full = Split(torch.from_numpy(arrays.images), torch.from_numpy(labels))
         self.split_indices = {"train": fit_idx, "val": val_idx, "test": test_idx}
         return full.subset(fit_idx), full.subset(val_idx), full.subset(test_idx)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from pipeline.data import lines_labels
-from pipeline.data.datamodules import InMemoryDataModule, Split, stratified_split
+from pipeline.data.datamodules import InMemoryDataModule, Split, fit_val_test_indices
 from pipeline.data.lines_folder import IMAGE_SIZE, MAX_LISTED, LinesFolderError, check_root, load_lines_folder
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,8 @@ class LinesFolderDataModule(InMemoryDataModule):
             fit_idx = val_idx = np.empty(0, dtype=np.int64)
             test_idx = np.arange(len(labels))
         else:
-            rng = np.random.default_rng(self.split_seed)
-            train_idx, test_idx = stratified_split(labels, 1.0 - self.test_fraction, rng)
-            fit_pos, val_pos = stratified_split(labels[train_idx], 1.0 - self.val_fraction, rng)
-            fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
+            fit_idx, val_idx, test_idx = fit_val_test_indices(labels, self.test_fraction, self.val_fraction,
+                                                              self.split_seed)
         full = Split(torch.from_numpy(arrays.images), torch.from_numpy(labels))
         self.split_indices = {"train": fit_idx, "val": val_idx, "test": test_idx}
         return full.subset(fit_idx), full.subset(val_idx), full.subset(test_idx)
