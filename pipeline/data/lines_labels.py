@@ -24,7 +24,7 @@ from typing import Mapping
 import numpy as np
 
 __all__ = ["LENGTHS_PX", "WIDTHS_PX", "ANGLES_DEG", "COLOURS", "COLOUR_RGB", "HEAD_VALUES", "HEADS", "NUM_CLASSES", "encode_label", "decode_label",
-           "split_label", "join_label", "class_names", "head_class_names"]
+           "split_label", "join_label", "class_names", "readable_name", "class_factors", "head_class_names"]
 
 #: The course sheet's sizes of the short / long and thin / thick lines (the ``sheet`` style draws them exactly).
 LENGTHS_PX: tuple[float, ...] = (7.0, 15.0)
@@ -36,7 +36,7 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {"red": (255, 0, 0), "blue": (0, 0
 HEAD_VALUES: dict[str, tuple[str, ...]] = {
     "length": ("short", "long"),
     "width": ("thin", "thick"),
-    "angle": tuple(f"{a}deg" for a in ANGLES_DEG),
+    "angle": tuple(f"{a}\u00b0" for a in ANGLES_DEG),
     "colour": COLOURS,
 }
 #: Ordered: the multihead model's heads (values per head) and the label order of a class name.
@@ -95,10 +95,36 @@ def class_names() -> list[str]:
     return ["_".join(str(int(d[h][i])) for h in HEADS) for i in range(NUM_CLASSES)]
 
 
+_ID_INDEX: dict[str, int] = {name: i for i, name in enumerate(class_names())}
+
+
+def readable_name(name: str) -> str:
+    """The name a person reads for a class: a lines class id ``"1_0_8_0"`` becomes
+    ``"long thin 120\u00b0 red"`` (the value names of :data:`HEAD_VALUES`, in head order); any
+    other name (a digit, a folder name) is returned unchanged. Figures and reports show this;
+    file names and CSV files keep the ids."""
+    label = _ID_INDEX.get(str(name))
+    if label is None:
+        return str(name)
+    parts = decode_label(label)
+    return " ".join(HEAD_VALUES[h][parts[h]] for h in HEADS)
+
+
+def class_factors(names) -> dict[str, tuple[str, ...]] | None:
+    """:data:`HEAD_VALUES` when ``names`` are the 96 lines classes in label order (as ids or as
+    readable names), else None: a figure of all classes can then group them by variation."""
+    names = [str(n) for n in names]
+    if len(names) != NUM_CLASSES:
+        return None
+    ids = class_names()
+    return dict(HEAD_VALUES) if names in (ids, [readable_name(c) for c in ids]) else None
+
+
 def head_class_names(head: str, n_classes: int, class_names: list[str]) -> list[str]:
-    """Readable class names of one output head: the dataset's names for the single head
-    ("class") and the re-joined "aggregate", the value names for a lines head."""
+    """Readable class names of one output head: the dataset's names (through
+    :func:`readable_name`) for the single head ("class") and the re-joined "aggregate", the
+    value names for a lines head."""
     if head in ("class", "aggregate"):
-        return list(class_names)
+        return [readable_name(c) for c in class_names]
     names = HEAD_VALUES.get(head)
     return list(names) if names and len(names) == n_classes else [str(i) for i in range(n_classes)]

@@ -1,4 +1,5 @@
-"""Training figures: learning curves from Lightning's ``metrics.csv``, confusion matrices.
+"""Training figures: learning curves from Lightning's ``metrics.csv`` (the confusion matrices are
+in :mod:`pipeline.rendering.confusion_plots`, re-exported here).
 
 ``metrics.csv`` (CSVLogger) has one column per logged name plus ``epoch`` and ``step``; rows
 are sparse (a validation row holds only the val metrics). A metric logged with both
@@ -10,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -23,9 +22,10 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from pipeline.leftovers import partial_path  # noqa: E402
+from pipeline.rendering.confusion_plots import plot_confusion_matrix, write_confusion_csv  # noqa: E402,F401
 
-__all__ = ["read_metrics_csv", "plot_learning_curves", "plot_confusion_matrix", "write_confusion_csv"]
+__all__ = ["read_metrics_csv", "learning_curve_figures", "plot_learning_curves", "plot_confusion_matrix",
+           "write_confusion_csv"]
 
 _SUFFIX = re.compile(r"_(epoch|step)$")
 
@@ -127,33 +127,137 @@ def _epoch_mean_xy(points) -> tuple[np.ndarray, np.ndarray]:
     return xs + 1.0, np.asarray([float(np.mean(acc[e])) for e in sorted(acc)])
 
 
-def _draw_metric(ax, s: _Series, bounds, label: str, color, style: str = "-", marker: str = "o",
-                 show_steps: bool = True) -> bool:
-    drew = False
+_COLORS = {"train": "tab:blue", "val": "tab:orange"}
+_NAMES = {"train": "train", "val": "validation"}
+TEST_LABEL = "test (best checkpoint), drawn at the last epoch"
+_MAX_MARKERS = 60  # up to this many epochs every epoch value has a marker (one epoch: a dot, not an invisible line)
+
+
+def _draw_metric(ax, s: _Series, bounds, label: str, color, show_steps: bool = True) -> float | None:
+    """Draw one metric: its epoch values (line + markers) and, faintly, its per-step values.
+    Returns the x of its last epoch value (None when it has none)."""
     if s.step and show_steps:
         x, y = _step_xy(s.step, bounds)
         ax.plot(x, y, color=color, alpha=0.3, linewidth=0.8, label=f"{label} (per step)")
-        drew = True
     if s.epoch:
         x, y = _epoch_xy(s.epoch)
     elif s.step:
         x, y = _epoch_mean_xy(s.step)
         label = f"{label} (epoch mean)"
     else:
-        return drew
-    ax.plot(x, y, style, color=color, marker=marker if len(x) <= 60 else None, markersize=3.5,
+        return None
+    ax.plot(x, y, "-", color=color, marker="o" if len(x) <= _MAX_MARKERS else None, markersize=4,
             linewidth=1.6, label=label)
-    return True
+    return float(x[-1])
 
 
-def _finish(ax, fig, ylabel: str, title: str, path: Path) -> Path:
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11)
+def _test_value(series: dict[str, _Series], key: str) -> float | None:
+    s = series.get(key)
+    pts = (s.epoch or s.step) if s else None
+    return pts[-1][2] if pts else None
+
+
+def _panel(ax, series, bounds, prefix: str, suffix: str, last_epoch: float, ylabel: str) -> float | None:
+    """One panel: ``train/<prefix><suffix>`` and ``val/...`` against the epoch and the test value
+    as a star at the last epoch. Returns the test value (None: not logged)."""
+    for stage in ("train", "val"):
+        key = f"{stage}/{prefix}{suffix}"
+        if key in series:
+            _draw_metric(ax, series[key], bounds, _NAMES[stage], _COLORS[stage], show_steps=prefix == "loss")
+    test = _test_value(series, f"test/{prefix}{suffix}")
+    if test is not None:
+        ax.plot([last_epoch], [test], marker="*", markersize=13, linestyle="none", color="black",
+                markeredgecolor="white", markeredgewidth=0.6, label=TEST_LABEL, zorder=5)
+    ax.set_xlabel("epoch", fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    return _save(fig, path)
+    return test
+
+
+def _legend_below(fig, axes) -> None:
+    """One legend for the figure, under the panels (outside every axes: it never covers data)."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    order = sorted(seen, key=lambda lab: (lab == TEST_LABEL, lab))
+    fig.legend([seen[lab] for lab in order], order, loc="outside lower center", ncols=min(len(order), 3),
+               fontsize=9, frameon=False)
+
+
+def _grid(n: int, title: str) -> tuple[Figure, list]:
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.4 * ncols if n > 1 else 7.0, 3.3 * nrows + 1.0 if n > 1 else 4.8),
+                 layout="constrained")
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    fig.suptitle(title, fontsize=12)
+    return fig, axes
+
+
+def _last_epoch(series: dict[str, _Series]) -> float:
+    """x of the last epoch any train/val metric reached (where the test values are drawn)."""
+    xs = [_epoch_xy(s.epoch)[0][-1] if s.epoch else _epoch_mean_xy(s.step)[0][-1]
+          for k, s in series.items() if k.split("/")[0] in ("train", "val") and (s.epoch or s.step)]
+    if xs:
+        return float(max(xs))
+    tests = [pts[-1][0] for k, s in series.items() if k.startswith("test/") for pts in (s.epoch or s.step,) if pts]
+    return float(max(tests, default=0.0))
+
+
+def _heads(series, prefix: str) -> list[str]:
+    """The ``_<head>`` suffixes logged for ``<stage>/<prefix>``, sorted."""
+    pat = re.compile(rf"(train|val|test)/{prefix}(_.+)$")
+    return sorted({m.group(2) for k in series for m in [pat.fullmatch(k)] if m})
+
+
+def learning_curve_figures(metrics_csv) -> dict[str, Figure]:
+    """The learning-curve figures of a run's ``metrics.csv``, by file stem: ``loss`` (train,
+    validation, test), ``accuracy`` (one panel for the main accuracy and one per head of a
+    multihead model) and ``f1`` (macro F1, one panel per head: never under an accuracy label);
+    each only if its metrics exist. Epoch values are drawn at the end of their epoch (x = epoch
+    + 1) with a marker each, per-step values faintly; the test values of the best checkpoint are
+    stars at the last epoch; one legend under the panels."""
+    columns = read_metrics_csv(metrics_csv)
+    series = _collect(columns)
+    bounds = _epoch_bounds(columns)
+    last = _last_epoch(series)
+    figures: dict[str, Figure] = {}
+
+    if any(f"{st}/loss" in series for st in ("train", "val", "test")):
+        fig, (ax,) = _grid(1, "Loss")
+        _panel(ax, series, bounds, "loss", "", last, "loss")
+        ys = [v for k in ("train/loss", "val/loss") if k in series
+              for pts in (series[k].epoch, series[k].step) for _, _, v in pts]
+        if ys and min(ys) > 0 and max(ys) / min(ys) > 50:
+            ax.set_yscale("log")
+        _legend_below(fig, [ax])
+        figures["loss"] = fig
+
+    acc_heads = _heads(series, "acc")
+    acc_panels = ([""] if any(f"{st}/acc" in series for st in ("train", "val", "test")) else []) + acc_heads
+    if acc_panels:
+        fig, axes = _grid(len(acc_panels), "Accuracy" + (" per head" if acc_heads else ""))
+        for ax, suffix in zip(axes, acc_panels):
+            test = _panel(ax, series, bounds, "acc", suffix, last, "accuracy")
+            name = suffix[1:] if suffix else ("aggregate (all heads right)" if acc_heads else "accuracy")
+            ax.set_title(name + ("" if test is None else f": test {test:.2%}"), fontsize=10)
+        _legend_below(fig, axes)
+        figures["accuracy"] = fig
+
+    f1_heads = _heads(series, "f1")
+    if f1_heads:
+        fig, axes = _grid(len(f1_heads), "Macro F1" + (" per head" if len(f1_heads) > 1 else ""))
+        for ax, suffix in zip(axes, f1_heads):
+            test = _panel(ax, series, bounds, "f1", suffix, last, "macro F1")
+            head = suffix[1:]
+            ax.set_title(("macro F1" if head == "class" else f"{head}: macro F1")
+                         + ("" if test is None else f", test {test:.3f}"), fontsize=10)
+        _legend_below(fig, axes)
+        figures["f1"] = fig
+    return figures
 
 
 def _save(fig, path: Path) -> Path:
@@ -167,125 +271,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_learning_curves(metrics_csv, out_dir) -> list[Path]:
-    """Write ``loss.png`` and ``accuracy.png`` (each only if its metrics exist) into ``out_dir``.
-
-    Epoch values are drawn at the end of their epoch (x = epoch + 1, the number of epochs
-    completed); per-step values, when logged, are drawn faintly at fractional epochs.
-    Per-head validation accuracies (``val/acc_<head>``) and any ``val/f1*`` scores go into
-    ``accuracy.png`` as dashed lines; ``test/*`` values appear as single stars.
-    """
-    columns = read_metrics_csv(metrics_csv)
-    series = _collect(columns)
-    bounds = _epoch_bounds(columns)
+    """Write :func:`learning_curve_figures` as ``loss.png``, ``accuracy.png`` and ``f1.png``
+    (each only if its metrics exist) into ``out_dir``."""
     out_dir = Path(out_dir)
-    written: list[Path] = []
-
-    # loss
-    loss_keys = [k for k in ("train/loss", "val/loss") if k in series]
-    if loss_keys:
-        fig = Figure(figsize=(7.0, 4.5), layout="constrained")
-        ax = fig.add_subplot()
-        colors = {"train/loss": "tab:blue", "val/loss": "tab:orange"}
-        for k in loss_keys:
-            _draw_metric(ax, series[k], bounds, k, colors[k])
-        _test_markers(ax, series, ["test/loss"])
-        if all(v > 0 for k in loss_keys for pts in (series[k].epoch, series[k].step) for _, _, v in pts):
-            ys = [v for k in loss_keys for pts in (series[k].epoch, series[k].step) for _, _, v in pts]
-            if ys and max(ys) / max(min(ys), 1e-12) > 50:
-                ax.set_yscale("log")
-        written.append(_finish(ax, fig, "loss", "Loss", out_dir / "loss.png"))
-
-    # accuracy
-    acc_keys = [k for k in ("train/acc", "val/acc") if k in series]
-    head_keys = sorted(k for k in series if re.fullmatch(r"val/acc_.+", k))
-    f1_keys = sorted(k for k in series if k.startswith("val/f1"))
-    if acc_keys or head_keys:
-        fig = Figure(figsize=(7.0, 4.5), layout="constrained")
-        ax = fig.add_subplot()
-        colors = {"train/acc": "tab:blue", "val/acc": "tab:orange"}
-        for k in acc_keys:
-            _draw_metric(ax, series[k], bounds, k, colors[k])
-        palette = ["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
-        for i, k in enumerate(head_keys + f1_keys):
-            _draw_metric(ax, series[k], bounds, k, palette[i % len(palette)],
-                         style="--" if k in head_keys else ":", marker=".", show_steps=False)
-        _test_markers(ax, series, [k for k in series if re.fullmatch(r"test/acc(_.+)?", k)])
-        written.append(_finish(ax, fig, "accuracy", "Accuracy", out_dir / "accuracy.png"))
-    return written
-
-
-def _test_markers(ax, series: dict[str, _Series], keys) -> None:
-    for k in keys:
-        if k not in series:
-            continue
-        pts = series[k].epoch or series[k].step
-        if not pts:
-            continue
-        e, _, v = pts[-1]
-        ax.plot([e + 1.0], [v], marker="*", markersize=10, linestyle="none", color="black",
-                label=f"{k} = {v:.4g}")
-
-
-# --------------------------------------------------------------------------- confusion matrices
-def plot_confusion_matrix(cm, class_names: Sequence[str], path, title: str) -> Path:
-    """Row-normalized confusion matrix (rows: true class, columns: predicted).
-
-    Colours are the fraction of each true class; for K <= 20 each cell also shows its count.
-    Scales from K=2 to K=96 (small tick labels, no cell text for large K).
-    """
-    cm = np.asarray(cm.detach().cpu().numpy() if hasattr(cm, "detach") else cm)
-    k = cm.shape[0]
-    if cm.shape != (k, k):
-        raise ValueError(f"confusion matrix must be square, got {cm.shape}")
-    names = [str(c) for c in class_names]
-    if len(names) != k:
-        raise ValueError(f"{k} classes but {len(names)} class names")
-    rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
-    norm = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
-
-    side = float(np.clip(2.5 + 0.16 * k, 4.5, 18.0))
-    fig = Figure(figsize=(side + 1.2, side + 0.4), layout="constrained")
-    ax = fig.add_subplot()
-    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    cell_pts = side * 72.0 * 0.85 / k
-    tick_fs = float(np.clip(cell_pts * 0.6, 4.0, 9.0))
-    longest = max(map(len, names), default=1)
-    ax.set_xticks(np.arange(k))
-    ax.set_yticks(np.arange(k))
-    ax.set_xticklabels(names, fontsize=tick_fs,
-                       rotation=90 if longest * tick_fs * 0.62 > cell_pts * 0.95 else 0)
-    ax.set_yticklabels(names, fontsize=tick_fs)
-    ax.tick_params(length=2 if k > 20 else 3.5)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    if k <= 20:
-        cell_fs = float(np.clip(120.0 / k, 6.0, 11.0))
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=cell_fs,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    total = cm.sum()
-    acc = np.trace(cm) / total if total else float("nan")
-    ax.set_title(f"{title}\n(accuracy {acc:.4f}, n={int(total)}; colour = fraction of the true class)",
-                 fontsize=10)
-    cb = fig.colorbar(im, ax=ax, shrink=0.8)
-    cb.ax.tick_params(labelsize=8)
-    return _save(fig, Path(path))
-
-
-def write_confusion_csv(cm, class_names: Sequence[str], path) -> Path:
-    """CSV: header ``true\\predicted, <class names...>``, then one row per true class."""
-    cm = np.asarray(cm.detach().cpu().numpy() if hasattr(cm, "detach") else cm)
-    names = [str(c) for c in class_names]
-    if cm.shape != (len(names), len(names)):
-        raise ValueError(f"confusion matrix {cm.shape} does not match {len(names)} class names")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["true\\predicted", *names])
-        for name, row in zip(names, cm):
-            w.writerow([name, *(int(v) for v in row)])
-    os.replace(tmp, path)
-    return path
+    return [_save(fig, out_dir / f"{stem}.png") for stem, fig in learning_curve_figures(metrics_csv).items()]

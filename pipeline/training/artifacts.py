@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline.leftovers import partial_path
-from pipeline.data.lines_labels import head_class_names
+from pipeline.data.lines_labels import class_factors, head_class_names
 from pipeline.models.summary import format_layer_table, layer_table
 
 
@@ -33,9 +33,8 @@ def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, 
         names = head_class_names(head, cm.shape[0], class_names)
         cm = cm.numpy()
         write_confusion_csv(cm, names, cm_dir / f"{head}.csv")
-        acc = test.get(head, {}).get("accuracy", float("nan"))
-        plot_confusion_matrix(cm, names, cm_dir / f"{head}.png",
-                              f"{model_name} on {dataset}: {head} (test accuracy {acc:.2%})")
+        plot_confusion_matrix(cm, names, cm_dir / f"{head}.png", f"{model_name} on {dataset}, {head}",
+                              factors=class_factors(names))
     tmp = partial_path(run_dir / "test_metrics.json")  # written last and renamed: never a half-written file
     tmp.write_text(json.dumps(metrics, indent=2))
     tmp.replace(run_dir / "test_metrics.json")
