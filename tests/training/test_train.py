@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -135,3 +136,44 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, monkeypatch):
 def test_resume_from_a_missing_file_is_an_error(tiny_cfg, tmp_path):
     with pytest.raises(NoCheckpointError, match="no such checkpoint"):
         run_training(tiny_cfg("lines", "cnn_basic", [f"resume={tmp_path / 'missing.ckpt'}"]))
+
+
+def _recount(pred: np.ndarray, true: np.ndarray, k: int):
+    """Accuracy, macro F1 (classes absent from both truth and prediction skipped, as
+    torchmetrics does) and the confusion matrix, counted by hand."""
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (true, pred), 1)
+    f1s = []
+    for c in range(k):
+        tp, fp, fn = cm[c, c], cm[:, c].sum() - cm[c, c], cm[c, :].sum() - cm[c, c]
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float((pred == true).mean()), float(np.mean(f1s)), cm
+
+
+def test_stored_test_metrics_equal_a_recount_from_the_best_checkpoint(tiny_cfg):
+    """Oracle for the glue between trainer.test and test_metrics.json / confusion/*.csv: the
+    best checkpoint's predictions on the test split, recounted with numpy, with the mixed-radix
+    label decoded by hand (length, width, angle, colour = 2, 2, 12, 2 classes)."""
+    cfg = tiny_cfg("lines", "multihead", ["trainer.limit_train_batches=6"])
+    summary = run_training(cfg)
+    run_dir = Path(summary["run_dir"])
+    datamodule, _, _ = build(cfg)
+    datamodule.setup("test")
+    model = LitClassifier.load_from_checkpoint(summary["best_checkpoint"], map_location="cpu").eval()
+    with torch.no_grad():
+        out = model(datamodule.test.images.float() / 255)
+    labels = datamodule.test.labels.numpy()
+    truth = {"length": labels // 48, "width": labels // 24 % 2, "angle": labels // 2 % 12, "colour": labels % 2,
+             "aggregate": labels}
+    preds = {h: out[h].argmax(1).numpy() if out[h].shape[1] > 1 else (out[h][:, 0] > 0).long().numpy()
+             for h in ["length", "width", "angle", "colour"]}
+    preds["aggregate"] = ((preds["length"] * 2 + preds["width"]) * 12 + preds["angle"]) * 2 + preds["colour"]
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert metrics["test_images"] == len(labels)
+    for h, k in {"length": 2, "width": 2, "angle": 12, "colour": 2, "aggregate": 96}.items():
+        acc, f1, cm = _recount(preds[h], truth[h], k)
+        assert metrics["heads"][h]["accuracy"] == pytest.approx(acc, abs=1e-6), h
+        assert metrics["heads"][h]["f1_macro"] == pytest.approx(f1, abs=1e-6), h
+        rows = [r.split(",") for r in (run_dir / "confusion" / f"{h}.csv").read_text().strip().splitlines()[1:]]
+        assert np.array_equal(np.array([[int(v) for v in r[1:]] for r in rows]), cm), h

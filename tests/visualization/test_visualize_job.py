@@ -10,6 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.attribution.gradcam import GradCAM
+from pipeline.attribution.gradcam_plus_plus import GradCAMPlusPlus
+from pipeline.attribution.guided import GuidedGradCAM
+from pipeline.attribution.hirescam import HiResCAM
+from pipeline.attribution.integrated_gradients import IntegratedGradients
+from pipeline.attribution.layercam import LayerCAM
+from pipeline.attribution.saliency import Saliency
+from pipeline.attribution.scorecam import ScoreCAM
+from pipeline.attribution.smoothgrad import SmoothGrad
 from pipeline.errors import CnnvisError, NoCheckpointError
 from pipeline.storage.h5store import H5Run
 from pipeline.training.lit_module import LitClassifier
@@ -62,6 +71,12 @@ def test_all_jobs_write_store_figures_and_report(trained):
         cam = h5.attribution("gradcam", "angle", "features.conv3")
         assert cam["maps"].shape == (6, 28, 28) and np.isfinite(cam["maps"]).all()
         assert cam["layer_maps"].shape == (6, 14, 14)
+        # oracle: every head's stored maps and targets equal a direct call of GradCAM on the stored inputs
+        direct = GradCAM(net, "features.conv3")(x)
+        for head in ["length", "width", "angle", "colour"]:
+            stored = h5.attribution("gradcam", head, "features.conv3")
+            np.testing.assert_allclose(stored["maps"], direct[head].maps.numpy(), rtol=1e-5, atol=1e-7)
+            assert stored["targets"].tolist() == direct[head].targets.tolist()
         filt = h5.filters("features.conv1")
         assert filt["patterns"].shape == (6, 3, 28, 28)
         assert h5.attrs["model"] == "multihead" and "features.conv3" in h5.attrs["layer_names"]
@@ -99,12 +114,18 @@ def test_chosen_images_layers_and_files(trained, tmp_path):
 
 
 def test_gradcam_target_and_head(trained):
-    root, _ = trained
+    root, runs = trained
     cfg = vis_cfg(root, "lines", ["job=gradcam", "gradcam.head=angle", "gradcam.target=3", "image=[0,1]"])
     run_visualize(cfg)
+    net = LitClassifier.load_from_checkpoint(runs[("lines", "multihead")]["best_checkpoint"]).net.eval()
     with H5Run(Path(cfg.paths.output_dir) / "visualization.h5") as h5:
         assert h5.attribution_heads("gradcam") == ["angle"]
-        assert h5.attribution("gradcam", "angle", "features.conv3")["targets"].tolist() == [3, 3]
+        stored = h5.attribution("gradcam", "angle", "features.conv3")
+        assert stored["targets"].tolist() == [3, 3]
+        # the maps are those of class 3, not of the predicted class
+        x = torch.from_numpy(h5.inputs()["images"])
+        direct = GradCAM(net, "features.conv3", heads="angle")(x, {"angle": 3})["angle"]
+        np.testing.assert_allclose(stored["maps"], direct.maps.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def _nothing_written(cfg) -> bool:
@@ -172,7 +193,7 @@ def test_no_checkpoint_yet_names_the_train_command(tmp_path):
 
 
 def test_attribution_job_runs_every_method(trained):
-    root, _ = trained
+    root, runs = trained
     cfg = vis_cfg(root, "mnist", ["job=attribution", "image=[0,1]", "methods.smoothgrad.n_samples=4",
                                   "methods.integrated_gradients.n_steps=4"])
     run_visualize(cfg)
@@ -182,6 +203,25 @@ def test_attribution_job_runs_every_method(trained):
         assert f["attribution/saliency/class/input/maps"].shape == (2, 28, 28)
         assert f["attribution/scorecam/class/features.conv1/maps"].shape == (2, 28, 28)
     assert (run_dir / "figures" / "attribution" / "integrated_gradients" / "class" / "input" / "sheet.png").is_file()
+    # oracle: each method's stored maps equal a direct call with the settings the job was given
+    net = LitClassifier.load_from_checkpoint(runs[("mnist", "cnn_basic")]["best_checkpoint"]).net.eval()
+    direct = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "hirescam": HiResCAM,
+              "scorecam": lambda n, layer: ScoreCAM(n, layer, subtract_baseline=False),
+              "guided_gradcam": lambda n, layer: GuidedGradCAM(n, layer, interpolate_mode="bilinear"),
+              "saliency": lambda n, _: Saliency(n, abs=True),
+              "smoothgrad": lambda n, _: SmoothGrad(n, n_samples=4, stdev_spread=0.15, seed=0, abs=True),
+              "integrated_gradients": lambda n, _: IntegratedGradients(n, n_steps=4, method="gausslegendre",
+                                                                       baseline=0.0)}
+    with H5Run(run_dir / "visualization.h5") as h5, h5py.File(run_dir / "visualization.h5") as f:
+        x = torch.from_numpy(h5.inputs()["images"])
+        assert sorted(direct) == sorted(f["attribution"].keys())
+        for method, make in direct.items():
+            (layer,) = list(f[f"attribution/{method}/class"].keys())
+            assert layer == ("input" if method in ("saliency", "smoothgrad", "integrated_gradients") else "features.conv1")
+            expected = make(net, None if layer == "input" else layer)(x)  # one head: one result
+            np.testing.assert_allclose(f[f"attribution/{method}/class/{layer}/maps"][()], expected.maps.numpy(),
+                                       rtol=1e-4, atol=1e-6, err_msg=method)
+            assert f[f"attribution/{method}/class/{layer}/targets"][()].tolist() == expected.targets.tolist(), method
 
 
 @pytest.mark.parametrize("dataset", ["lines", "mnist"])
