@@ -198,6 +198,13 @@ class LinesFolderDataSchema(DataSchema):
 
 
 @dataclass
+class RenderSchema:
+    """render: every saved figure's format and resolution (conf/render/default.yaml, pipeline/rendering/output.py)."""
+    format: str = "png"
+    dpi: Optional[int] = None
+
+
+@dataclass
 class TrainSchema:
     task: str = "train"
     seed: int = 0
@@ -211,6 +218,7 @@ class TrainSchema:
     callbacks: Any = field(default_factory=dict)
     logger: Any = field(default_factory=dict)
     paths: Any = MISSING
+    render: RenderSchema = field(default_factory=RenderSchema)
 
 
 # the typed blocks of the built-in jobs, read from their constructors (pipeline/jobs/settings.py)
@@ -245,6 +253,7 @@ class VisualizeSchema:
     model: Any = None
     job: JobSelection = field(default_factory=JobSelection)
     paths: Any = MISSING
+    render: RenderSchema = field(default_factory=RenderSchema)
     methods: Dict[str, Any] = field(default_factory=dict)   # conf/methods/: name -> _target_ + settings
     # each built-in job's block (conf/job/<name>.yaml), typed by its constructor's keyword arguments;
     # a new job's block needs no entry here: the root accepts it and build_jobs checks it the same way
@@ -265,6 +274,7 @@ class EvalSchema:
     torch_threads: Optional[int] = None   # pipeline/parallel.py
     data: Any = MISSING
     paths: Any = MISSING
+    render: RenderSchema = field(default_factory=RenderSchema)
 
 
 def _open_root(schema):
@@ -280,6 +290,9 @@ def _open_root(schema):
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (called by the entry scripts and the tests)."""
+    from pipeline.help_groups import register_help_resolver
+
+    register_help_resolver()   # ${help_groups:} in conf/hydra/*.yaml's help template
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
     cs.store(name="visualize_schema", node=_open_root(VisualizeSchema))

@@ -112,3 +112,22 @@ def test_help_lists_groups_and_examples(tmp_path):
                           ("visualize.py", "job: activations, all, attribution, evaluate, filters, gradcam")]:
         proc = run_cli(script, ["--help"], cwd=tmp_path)
         assert proc.returncode == 0 and group in proc.stdout and "Examples:" in proc.stdout
+
+
+def _help_groups(stdout: str) -> set[str]:
+    block = stdout.split("== Config groups of this script (group=option) ==")[1].split("== Config ==")[0]
+    return {line.split(":")[0] for line in block.splitlines() if ":" in line}
+
+
+def test_help_lists_only_the_scripts_own_groups_without_internal_options(tmp_path):
+    expected = {"train.py": {"callbacks", "dataset", "debug", "hparams_search", "logger", "model", "paths",
+                             "render", "trainer"},
+                "visualize.py": {"dataset", "job", "methods", "model", "paths", "render"},
+                "eval.py": {"dataset", "paths", "render"}}
+    for script, groups in expected.items():
+        proc = run_cli(script, ["--help"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert _help_groups(proc.stdout) == groups, proc.stdout[:3000]
+        assert "base_" not in proc.stdout.split("== Config ==")[0]
+        assert "dataset: fashion_mnist, image_folder, lines, lines_folder, mnist\n" in proc.stdout
+        assert "render: default" in proc.stdout
