@@ -60,7 +60,10 @@ def _prepare(cfg) -> None:
 
     from pipeline.quiet import quiet_lightning
 
+    from pipeline.rendering.output import configure_rendering
+
     quiet_lightning()  # Lightning's misleading console lines (pipeline/quiet.py)
+    configure_rendering(cfg.get("render") if cfg is not None else None)  # render.format/dpi, checked before any work
     apply_thread_share(cfg)
     paths = cfg.get("paths") if cfg is not None else None
     if paths is not None:

@@ -60,7 +60,7 @@ class ActivationsJob:
             path = fig_dir / "activations" / safe_name(layer) / f"image{i:02d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             a = result.acts[layer][i]
-            render_activation_figure(sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})",
+            path = render_activation_figure(sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})",
                                      cmap=self.cmap, limits=shared_limits(result.acts[layer]))
             figures[layer].append(Figure(path, f"{layer}, image {i} ({sel.sources[i]})"))
         return figures

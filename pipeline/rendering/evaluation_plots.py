@@ -9,13 +9,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline.rendering.figures import normalize_each, to_display_rgb
+from pipeline.rendering.output import save_figure
 
 
 def _save(fig: Figure, path: Path, dpi: int = 100) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white", bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi, facecolor="white", bbox_inches="tight")
 
 
 def plot_scores(rows: Sequence[Mapping], score: str, path: Path, title: str, chance: float | None = None) -> Path:

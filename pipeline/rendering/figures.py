@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .mosaic import grid_shape, mosaic, tile_origins  # noqa: E402
+from .output import save_figure  # noqa: E402
 
 __all__ = [
     "to_display_rgb",
@@ -108,13 +109,10 @@ def _cmap(name: str, bad: str = "white"):
 
 
 def _save(fig: Figure, path, dpi: int) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=dpi, facecolor="white")
+        return save_figure(fig, path, dpi, facecolor="white")
     finally:
         fig.clear()
-    return path
 
 
 # --------------------------------------------------------------------------- activations

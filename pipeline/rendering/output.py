@@ -1,0 +1,75 @@
+"""Where every figure goes to disk: ``render.format`` (png | pdf | svg) at ``render.dpi``.
+
+The entry scripts call :func:`configure_rendering` with the ``render`` config node before any work
+(pipeline/cli.py); every ``render_*``/``plot_*`` function saves through :func:`save_figure`, so no
+figure escapes the setting. The callers name their files ``<name>.png``; the suffix is replaced by
+the format's. What :func:`save_figure` returns is the picture the HTML report shows: the file itself
+for png and svg (browsers draw SVG), and for pdf a png written beside it (a browser's ``<img>``
+does not show a PDF).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+FORMATS = ("png", "pdf", "svg")
+MAX_DPI = 1200   # a 16x8 in figure at 1200 dpi is already ~180 megapixels
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    format: str = "png"
+    dpi: int | None = None   # None: each figure's own dpi
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ConfigError(f"render.format={self.format!r} is not a figure format: use one of "
+                              f"{', '.join(FORMATS)} (e.g. render.format=pdf)")
+        dpi = self.dpi
+        if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or not 1 <= dpi <= MAX_DPI):
+            raise ConfigError(f"render.dpi={dpi!r} is invalid: an integer from 1 to {MAX_DPI} (e.g. render.dpi=300), "
+                              f"or null for each figure's own")
+
+
+_current = RenderSettings()
+
+
+def configure_rendering(render) -> RenderSettings:
+    """Check and install the ``render`` config node (a mapping with ``format``, ``dpi``; None: defaults)."""
+    global _current
+    render = render or {}
+    fmt = render.get("format", "png")
+    _current = RenderSettings(format=str(fmt).lower() if isinstance(fmt, str) else fmt, dpi=render.get("dpi"))
+    return _current
+
+
+def rendering() -> RenderSettings:
+    return _current
+
+
+def save_figure(fig, path, dpi: float | None = None, **savefig_kwargs) -> Path:
+    """Save ``fig`` as ``path`` with the configured format's suffix, at ``render.dpi`` (else ``dpi``,
+    else the figure's own); returns the file the report shows (see the module docstring)."""
+    settings = _current
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dpi = settings.dpi or dpi or fig.dpi
+    target = path.with_suffix(f".{settings.format}")
+    fig.savefig(target, dpi=dpi, format=settings.format, **savefig_kwargs)
+    if settings.format != "pdf":
+        return target
+    shown = path.with_suffix(".png")
+    fig.savefig(shown, dpi=dpi, format="png", **savefig_kwargs)
+    return shown
+
+
+def shown_file(path) -> Path | None:
+    """The picture a report shows for a figure saved as ``path`` by any run, whatever its
+    ``render.format``: ``<name>.png`` (png, or beside a pdf), else ``<name>.svg``; None if neither."""
+    path = Path(path)
+    for suffix in (".png", ".svg"):
+        if path.with_suffix(suffix).is_file():
+            return path.with_suffix(suffix)
+    return None
