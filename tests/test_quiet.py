@@ -31,3 +31,22 @@ def test_leafspec_and_log_dir_warnings_and_the_litlogger_tip_are_dropped():
         log.removeHandler(handler)
         log.setLevel(level)
     assert got == ["GPU available: False, used: False"]
+
+
+def test_a_training_run_prints_the_networks_layers_and_no_contradicting_ckpt_path_lines(tmp_path):
+    """The console of a fresh run: no ckpt_path=None / ckpt_path="last" pair, and a model summary whose rows
+    are the network's layers (net.features.conv1 ...), not the metric containers (val_metrics: ModuleDict)."""
+    from tests.conftest import TINY, run_cli
+
+    args = [f"paths.root_dir={tmp_path}", *TINY["lines"], "trainer=cpu", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false"]
+    proc = run_cli("train.py", args, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "ckpt_path" not in out and "no last checkpoint" not in out
+    assert "Trainer already configured with model summary" not in out
+    rows = [line for line in out.splitlines() if line.startswith(("│", "|")) or " net" in line]
+    names = {cell.strip() for line in rows for cell in line.replace("│", "|").split("|")}
+    assert {"net", "net.features", "net.features.conv1", "net.features.conv3", "net.heads.angle"} <= names, out[:3000]
+    assert not names & {"train_acc", "val_metrics", "test_metrics", "test_cm"}, out[:3000]
+    assert "Total params: 53.1 K" in out or "53.1 K    Total params" in out

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.config import check_model_fits_data, validate_train_config
@@ -100,6 +100,8 @@ def build(cfg: DictConfig):
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false wins over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_model_summary", True):  # likewise trainer.enable_model_summary=false
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks,
         logger=_instantiate_all(cfg.get("logger")) or False,
