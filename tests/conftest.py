@@ -59,3 +59,18 @@ def run_cli(script: str, args: list[str], cwd: Path, timeout: int = 300, env: di
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """Trained once per test session and shared by the visualize-side tests: a tiny multihead
+    (lines) and a tiny cnn_basic (mnist) run under one root, as ``(root, {(dataset, model):
+    run_training's summary})``. Read-only for its users: they may add visualize runs under
+    ``root/outputs/visualize`` but never change or add training runs (use a fixture of your own)."""
+    from pipeline.training.train import run_training
+
+    root = tmp_path_factory.mktemp("tiny_trained")
+    runs = {}
+    for dataset, model in [("lines", "multihead"), ("mnist", "cnn_basic")]:
+        runs[(dataset, model)] = run_training(compose_cfg(root, [*TINY[dataset], f"model={model}", *QUIET_TRAINER]))
+    return root, runs

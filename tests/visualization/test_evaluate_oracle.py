@@ -17,19 +17,17 @@ from pipeline.evaluation.faithfulness import class_probability_fn, deletion_inse
 from pipeline.evaluation.localization import localization_scores
 from pipeline.evaluation.sampling import evaluation_sample
 from pipeline.storage.h5store import H5Run
-from pipeline.training.train import run_training
 from pipeline.visualization.context import load_context
 from pipeline.visualization.run import run_visualize
-from tests.conftest import QUIET_TRAINER, TINY, compose_cfg
+from tests.conftest import TINY, compose_cfg
 
 N, N_FAITH, STEPS, SEED = 24, 6, 5, 3
 HEADS = ["length", "width", "angle", "colour"]
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate_oracle")
-    run_training(compose_cfg(root, [*TINY["lines"], "model=multihead", *QUIET_TRAINER]))
+def evaluated(tiny_trained):
+    root, _ = tiny_trained  # the session's tiny multihead lines run
     cfg = compose_cfg(root, [*TINY["lines"], "search_cut_short=true", "job=evaluate", f"seed={SEED}",
                              "evaluate.methods=[gradcam,saliency]", f"evaluate.num_images={N}",
                              f"evaluate.faithfulness_images={N_FAITH}", f"evaluate.deletion_steps={STEPS}",

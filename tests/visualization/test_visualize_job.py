@@ -22,23 +22,17 @@ from pipeline.attribution.smoothgrad import SmoothGrad
 from pipeline.errors import CnnvisError, NoCheckpointError
 from pipeline.storage.h5store import H5Run
 from pipeline.training.lit_module import LitClassifier
-from pipeline.training.train import run_training
 from pipeline.visualization.layers import UnknownLayerError
 from pipeline.visualization.run import run_visualize
-from tests.conftest import QUIET_TRAINER, TINY, compose_cfg
+from tests.conftest import TINY, compose_cfg
 
 FAST_FILTERS = ["filters.steps=8", "filters.max_filters=6", "filters.top=4"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny multihead (lines) and one cnn_basic (mnist) training run under the same root."""
-    root = tmp_path_factory.mktemp("root")
-    out = {}
-    for dataset, model in [("lines", "multihead"), ("mnist", "cnn_basic")]:
-        cfg = compose_cfg(root, [*TINY[dataset], f"model={model}", *QUIET_TRAINER])
-        out[(dataset, model)] = run_training(cfg)
-    return root, out
+def trained(tiny_trained):
+    """The session's tiny multihead (lines) and cnn_basic (mnist) runs (tests/conftest.py)."""
+    return tiny_trained
 
 
 def vis_cfg(root: Path, dataset: str, extra: list[str]):
