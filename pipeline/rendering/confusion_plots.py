@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from pipeline.leftovers import partial_path  # noqa: E402
+from pipeline.rendering.output import save_figure  # noqa: E402
 
 __all__ = ["confusion_figure", "plot_confusion_matrix", "write_confusion_csv", "cell_text_mode", "MIN_FONT_PT"]
 
@@ -153,15 +154,13 @@ def confusion_figure(cm, class_names: Sequence[str], title: str,
 
 def plot_confusion_matrix(cm, class_names: Sequence[str], path, title: str,
                           factors: Mapping[str, Sequence[str]] | None = None) -> Path:
-    """Write :func:`confusion_figure` to ``path`` (PNG) and return it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write :func:`confusion_figure` to ``path`` (``render.format``; the suffix is the format's) and
+    return the file the report shows."""
     fig = confusion_figure(cm, class_names, title, factors)
     try:
-        fig.savefig(path, dpi=_DPI, facecolor="white")
+        return save_figure(fig, path, dpi=_DPI, facecolor="white")  # render.format / render.dpi
     finally:
         fig.clear()
-    return path
 
 
 def write_confusion_csv(cm, class_names: Sequence[str], path) -> Path:

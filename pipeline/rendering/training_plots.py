@@ -21,7 +21,9 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from pipeline.rendering.output import save_figure  # noqa: E402
 from pipeline.rendering.confusion_plots import plot_confusion_matrix, write_confusion_csv  # noqa: E402,F401
 
 __all__ = ["read_metrics_csv", "learning_curve_figures", "plot_learning_curves", "plot_confusion_matrix",
@@ -160,10 +162,12 @@ def _test_value(series: dict[str, _Series], key: str) -> float | None:
 def _panel(ax, series, bounds, prefix: str, suffix: str, last_epoch: float, ylabel: str) -> float | None:
     """One panel: ``train/<prefix><suffix>`` and ``val/...`` against the epoch and the test value
     as a star at the last epoch. Returns the test value (None: not logged)."""
+    steps = False
     for stage in ("train", "val"):
         key = f"{stage}/{prefix}{suffix}"
         if key in series:
             _draw_metric(ax, series[key], bounds, _NAMES[stage], _COLORS[stage], show_steps=prefix == "loss")
+            steps = steps or (prefix == "loss" and bool(series[key].step))
     test = _test_value(series, f"test/{prefix}{suffix}")
     if test is not None:
         ax.plot([last_epoch], [test], marker="*", markersize=13, linestyle="none", color="black",
@@ -172,7 +176,8 @@ def _panel(ax, series, bounds, prefix: str, suffix: str, last_epoch: float, ylab
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlim(0.0 if steps else 0.5, last_epoch + 0.5)  # whole epochs, also after a single one
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     return test
 
 
@@ -261,13 +266,12 @@ def learning_curve_figures(metrics_csv) -> dict[str, Figure]:
 
 
 def _save(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (creating its folder), then clear the figure even on error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``fig`` to ``path`` (creating its folder; the suffix is ``render.format``'s), then clear the
+    figure even on error. Returns the file the report shows."""
     try:
-        fig.savefig(path, dpi=110, facecolor="white")
+        return save_figure(fig, path, dpi=110, facecolor="white")  # render.format / render.dpi
     finally:
         fig.clear()
-    return path
 
 
 def plot_learning_curves(metrics_csv, out_dir) -> list[Path]:

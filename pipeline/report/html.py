@@ -96,18 +96,17 @@ th, td { border:1px solid var(--line); padding:5px 10px; text-align:left; vertic
 th { background:#eef1f6; font-weight:600; position:sticky; top:0; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tbody tr:nth-child(even) td { background:#fafbfd; }
-.grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(420px, 1fr)); gap:16px; margin:12px 0 16px;
-        align-items:start; }
-figure.card.wide { grid-column:1 / -1; }
-figure.card.wide img { max-width:1100px; margin:0 auto; }
-figure.card { margin:0; background:var(--card); border:1px solid var(--line); border-radius:8px;
-              overflow:hidden; display:flex; flex-direction:column; box-shadow:0 1px 2px rgba(0,0,0,.04); }
-figure.card a.img { display:block; background:#fff; padding:6px; }
+.grid { display:flex; flex-wrap:wrap; gap:16px; margin:12px 0 16px; align-items:flex-start; }
+figure.card { margin:0; background:var(--card); border:1px solid var(--line); border-radius:8px; flex:0 1 auto;
+              max-width:100%; overflow:hidden; display:flex; flex-direction:column; box-shadow:0 1px 2px rgba(0,0,0,.04); }
+figure.card.wide { flex:1 1 100%; }
+figure.card a.img { display:block; background:#fff; padding:6px; cursor:zoom-in; }
 figure.card img { display:block; width:100%; height:auto; image-rendering:auto; }
+figure.card.wide img { width:auto; max-width:100%; margin:0 auto; }
 figure.card figcaption { padding:8px 12px 10px; font-size:13px; color:var(--muted); border-top:1px solid var(--line); }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px 0 24px; }
-@media (max-width:700px) { main { padding:12px; } header { padding:16px; } .grid { grid-template-columns:1fr; } }
-@media print { .grid { grid-template-columns:1fr 1fr; } figure.card { break-inside:avoid; } }
+@media (max-width:700px) { main { padding:12px; } header { padding:16px; } }
+@media print { figure.card { break-inside:avoid; } }
 """
 
 
@@ -153,11 +152,23 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+#: A figure is shown at its own pixel width (text drawn at >= 8 pt stays >= 12 px at the figures' dpi),
+#: shrunk only to fit the page, and never narrower than this; a click opens the file at full size.
+MIN_SHOWN_PX = 360
+_CARD_PAD_PX = 14  # the link's padding and the card's border
+
+
+def shown_width(size: tuple[int, int] | None) -> int | None:
+    """The width (CSS px) of a figure's card for an image of ``size`` pixels (None: unknown)."""
+    return None if size is None else max(size[0], MIN_SHOWN_PX) + _CARD_PAD_PX
+
+
 def _figures_html(figures: Sequence[Figure], base_dir: Path) -> str:
     cards = []
     for fig in figures:
         href = _href(fig.path, base_dir)
-        alt = _esc(fig.caption or Path(os.fspath(fig.path)).name)
+        name = Path(os.fspath(fig.path)).name
+        alt = _esc(fig.caption or name)
         cap = f"<figcaption>{_esc(fig.caption)}</figcaption>" if fig.caption else ""
         wide = fig.wide
         size = _image_size(base_dir / Path(os.fspath(fig.path)))
@@ -165,7 +176,9 @@ def _figures_html(figures: Sequence[Figure], base_dir: Path) -> str:
             wide = bool(size and size[0] >= 2.2 * size[1])
         dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
         cls = "card wide" if wide else "card"
-        cards.append(f'<figure class="{cls}"><a class="img" href="{href}">'
+        width = shown_width(size) or MIN_SHOWN_PX + _CARD_PAD_PX
+        style = "" if wide else f' style="width:{width}px"'
+        cards.append(f'<figure class="{cls}"{style}><a class="img" href="{href}" title="{_esc(name)}: click for full size">'
                      f'<img src="{href}" alt="{alt}"{dims} loading="lazy"></a>{cap}</figure>')
     return f'<div class="grid">{"".join(cards)}</div>' if cards else ""
 

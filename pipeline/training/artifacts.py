@@ -102,6 +102,9 @@ def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summa
     (run_dir / "model_summary.txt").write_text(
         format_layer_table(rows, f"{cfg.model.name} ({type(module.net).__name__}) for {datamodule.name}") + "\n")
     (run_dir / "layers.json").write_text(json.dumps(rows, indent=2))
+    from pipeline.report.train_report import write_train_report
+
+    write_train_report(run_dir, model=cfg.model.name, dataset=datamodule.name, summary=summary)
 
 
 def summary_screen(cfg: DictConfig, summary: dict, datamodule) -> str:

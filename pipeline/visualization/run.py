@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import CnnvisError
 from pipeline.leftovers import partial_path
-from pipeline.data.lines_labels import head_class_names
+from pipeline.data.lines_labels import head_class_names, readable_name
 from pipeline.jobs.base import build_jobs, execute, job_blocks
 from pipeline.models.summary import format_layer_table
 from pipeline.report.html import write_report
-from pipeline.report.sections import Figure, Section, Table
+from pipeline.report.sections import Section, Table
+from pipeline.report.train_report import layers_table, metrics_table, training_figures
 from pipeline.training.lit_module import head_probabilities, head_predictions
 from pipeline.visualization.context import VisContext, load_context
 from pipeline.visualization.inputs import Selection, select_images
@@ -69,28 +70,22 @@ def checkpoint_line(info: dict) -> str:
 
 
 def _model_section(ctx: VisContext) -> Section:
-    rows = [[r["name"], r["type"], "x".join(map(str, r["output_shape"] or [])), r["params"]] for r in ctx.layer_rows]
-    tables = [Table("Layers (use these names with layer=...)", ["layer", "type", "output shape", "parameters"], rows)]
+    tables = [layers_table(ctx.layer_rows)]
     paragraphs = [checkpoint_line(checkpoint_info(ctx)).capitalize(), f"Trained on {ctx.dataset_name}; {len(ctx.class_names)} classes."]
     figures = []
     m = ctx.train_metrics
     if m:
-        tables.insert(0, Table("Test metrics of this checkpoint (from its training run)",
-                               ["head", "accuracy", "macro F1"],
-                               [[h, v.get("accuracy"), v.get("f1_macro")] for h, v in m.get("heads", {}).items()]))
+        tables.insert(0, metrics_table(m.get("heads", {}), caption="Test metrics of this checkpoint (from its training run)"))
         paragraphs.append(f"{m.get('test_images', '?')} test images.")
-    if ctx.train_run_dir is not None:
-        for name, cap in (("curves/loss.png", "learning curve: loss"), ("curves/accuracy.png", "learning curve: accuracy")):
-            p = ctx.train_run_dir / name
-            if p.is_file():
-                figures.append(Figure(p, cap))
+    if ctx.train_run_dir is not None:  # the training report's figures: learning curves, confusion matrices
+        figures += training_figures(ctx.train_run_dir)
     return Section(f"Model: {ctx.model_name}", paragraphs=paragraphs, tables=tables, figures=figures)
 
 
 def _inputs_section(ctx: VisContext, sel: Selection, preds, probs) -> Section:
     rows = []
     for i in range(len(sel)):
-        row = [i, sel.sources[i], ctx.class_names[int(sel.labels[i])] if sel.labels[i] >= 0 else "unknown"]
+        row = [i, sel.sources[i], readable_name(ctx.class_names[int(sel.labels[i])]) if sel.labels[i] >= 0 else "unknown"]
         for h in preds:
             names = head_class_names(h, ctx.head_classes[h], ctx.class_names)
             p = int(preds[h][i])

@@ -265,3 +265,11 @@ def test_lines_aggregate_matrix_is_labelled_by_variation():
     assert "red, blue" in ax.get_xlabel()
     w, h = fig.get_size_inches() * fig.dpi
     assert w < 1800 and h < 1800  # readable without zooming into a poster
+
+
+def test_one_epoch_axis_shows_whole_epochs(tmp_path):
+    fig = learning_curve_figures(_multihead_csv(tmp_path, epochs=1))["accuracy"]
+    fig.draw_without_rendering()
+    for ax in fig.axes:
+        assert ax.get_xlim() == (0.5, 1.5)
+        assert [t.get_text() for t in ax.get_xticklabels() if 0.5 <= t.get_position()[0] <= 1.5] == ["1"]

@@ -186,3 +186,25 @@ def test_sweep_index_joins_evaluation_tables(tmp_path):
     (other / "summary.json").write_text(json.dumps({"job": "gradcam"}))
     assert "Measured explanations" not in write_index_for(other.parent).read_text()
     assert not (other.parent / "evaluation.csv").exists()
+
+
+def test_figures_are_shown_readable_and_link_to_full_size(tmp_path):
+    """A figure is shown at its own pixel width (never shrunk into a narrow column, never narrower
+    than MIN_SHOWN_PX) and the image is a link to the file itself."""
+    from PIL import Image
+
+    Image.new("RGB", (1540, 1450)).save(tmp_path / "confusion.png")
+    Image.new("RGB", (120, 120)).save(tmp_path / "tiny.png")
+    out = write_report(tmp_path / "index.html", "Run", [Section("s", figures=[
+        Figure("confusion.png", "96 classes"), Figure("tiny.png", "small")])])
+    parsed = _parse(out)
+    cards = [a for t, a in parsed.attrs if t == "figure"]
+    assert [c["style"] for c in cards] == [f"width:{1540 + report._CARD_PAD_PX}px",
+                                          f"width:{report.MIN_SHOWN_PX + report._CARD_PAD_PX}px"]
+    # every <img> sits in an <a> whose href is the image itself
+    pairs = [(parsed.attrs[i - 1], parsed.attrs[i]) for i, (t, _) in enumerate(parsed.attrs) if t == "img"]
+    assert [(a[0], a[1]["href"], img[1]["src"]) for a, img in pairs] == [
+        ("a", "confusion.png", "confusion.png"), ("a", "tiny.png", "tiny.png")]
+    assert "click for full size" in pairs[0][0][1]["title"]
+    css = out.read_text()
+    assert "grid-template-columns" not in css and "max-width:100%" in css  # shrunk only to fit the page

@@ -1,0 +1,85 @@
+"""The training run's report, ``<run dir>/index.html``: the checkpoint and its test metrics, the
+learning curves, the confusion matrices and the layers. :func:`training_figures` lists the
+training figures of a run directory; the visualize report shows the same list for the run its
+checkpoint came from, so both reports show the same figures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.rendering.output import shown_file
+from pipeline.report.html import write_report
+from pipeline.report.sections import Figure, Section, Table
+
+__all__ = ["curve_figures", "confusion_figures", "training_figures", "layers_table", "metrics_table", "write_train_report"]
+
+_CURVES = (("loss", "learning curve: loss"), ("accuracy", "learning curve: accuracy (a panel per head)"),
+           ("f1", "learning curve: macro F1 (a panel per head)"))
+
+
+def curve_figures(run_dir) -> list[Figure]:
+    """``curves/loss``, ``accuracy`` and ``f1`` of a training run, those that exist."""
+    out = []
+    for stem, caption in _CURVES:
+        p = shown_file(Path(run_dir) / "curves" / f"{stem}.png")
+        if p is not None:
+            out.append(Figure(p, caption))
+    return out
+
+
+def confusion_figures(run_dir) -> list[Figure]:
+    """``confusion/<head>`` of a training run: the heads in name order, the 96-class aggregate last."""
+    folder = Path(run_dir) / "confusion"
+    heads = sorted({p.stem for p in folder.glob("*.csv")}, key=lambda h: (h == "aggregate", h)) if folder.is_dir() else []
+    out = []
+    for head in heads:
+        p = shown_file(folder / f"{head}.png")
+        if p is not None:
+            what = "all heads together, grouped by variation" if head == "aggregate" else head
+            out.append(Figure(p, f"confusion matrix (test set): {what}"))
+    return out
+
+
+def training_figures(run_dir) -> list[Figure]:
+    """Every training figure of a run directory: learning curves, then confusion matrices."""
+    return curve_figures(run_dir) + confusion_figures(run_dir)
+
+
+def layers_table(rows) -> Table:
+    """The model's layers (``layers.json`` rows) as a report table."""
+    return Table("Layers (use these names with visualize.py layer=...)", ["layer", "type", "output shape", "parameters"],
+                 [[r["name"], r["type"], "x".join(map(str, r.get("output_shape") or [])), r.get("params")] for r in rows])
+
+
+def metrics_table(test: dict, main_head: str | None = None,
+                  caption: str = "Test metrics of the best checkpoint") -> Table:
+    """Accuracy and macro F1 per head (``test_metrics.json``'s ``heads``) as a report table."""
+    rows = [[h + (" (main)" if h == main_head else ""), m.get("accuracy"), m.get("f1_macro")] for h, m in test.items()]
+    return Table(caption, ["head", "accuracy", "macro F1"], rows)
+
+
+def write_train_report(run_dir, *, model: str, dataset: str, summary: dict) -> Path:
+    """Write ``<run dir>/index.html`` from the files the run wrote and its ``summary`` (train.py's:
+    best_checkpoint, epochs, global_step, test, main_head, best_val_acc, cut_short)."""
+    run_dir = Path(run_dir)
+    paragraphs = [f"Checkpoint: {summary.get('best_checkpoint') or 'none kept'} (best by validation accuracy"
+                  + (f", {summary['best_val_acc']:.4f}" if summary.get("best_val_acc") is not None else "") + ").",
+                  f"Epochs: {summary.get('epochs', '?')}; steps: {summary.get('global_step', '?')}."]
+    if summary.get("cut_short"):
+        paragraphs.append("CUT SHORT: " + "; ".join(summary["cut_short"])
+                          + ". visualize.py's checkpoint search skips this run.")
+    tables = [metrics_table(summary["test"], summary.get("main_head"))] if summary.get("test") else []
+    sections = [Section("Result", paragraphs=paragraphs, tables=tables)]
+    curves = curve_figures(run_dir)
+    if curves:
+        sections.append(Section("Learning curves", paragraphs=[
+            "Values at the end of each epoch; the stars are the test values of the best checkpoint, "
+            "drawn at the last epoch."], figures=curves))
+    cms = confusion_figures(run_dir)
+    if cms:
+        sections.append(Section("Confusion matrices", paragraphs=[
+            "Rows: true class, columns: predicted; colour: the fraction of the true class."], figures=cms))
+    layers = run_dir / "layers.json"
+    if layers.is_file():
+        sections.append(Section("Layers", tables=[layers_table(json.loads(layers.read_text()))]))
+    return write_report(run_dir / "index.html", f"Training: {model} on {dataset}", sections, subtitle=str(run_dir))

@@ -1,0 +1,79 @@
+"""The training report (<run dir>/index.html) and the visualize report show the same training
+figures: the learning curves and every confusion matrix, each a link to its file."""
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
+import numpy as np
+
+from pipeline.data.lines_labels import class_factors, class_names, head_class_names
+from pipeline.rendering.confusion_plots import plot_confusion_matrix, write_confusion_csv
+from pipeline.report.train_report import training_figures, write_train_report
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.links = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a["src"])
+        elif tag == "a":
+            self.links.append(a.get("href"))
+
+
+def _fake_run(run_dir):
+    """A training run's folder as train.py leaves it: curves and one confusion matrix per head."""
+    from PIL import Image
+
+    (run_dir / "curves").mkdir(parents=True)
+    for stem in ("loss", "accuracy", "f1"):
+        Image.new("RGB", (700, 500), "white").save(run_dir / "curves" / f"{stem}.png")
+    for head, k in (("length", 2), ("angle", 12), ("aggregate", 96)):
+        names = head_class_names(head, k, class_names())
+        cm = np.eye(k, dtype=int) * 5
+        write_confusion_csv(cm, names, run_dir / "confusion" / f"{head}.csv")
+        plot_confusion_matrix(cm, names, run_dir / "confusion" / f"{head}.png", f"m on lines, {head}",
+                              factors=class_factors(names))
+    (run_dir / "layers.json").write_text(json.dumps([{"name": "features.conv1", "type": "Conv2d",
+                                                      "output_shape": [16, 28, 28], "params": 448}]))
+    return run_dir
+
+
+def test_training_figures_lists_curves_then_confusion_matrices(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    figs = training_figures(run)
+    assert [f.path.relative_to(run).as_posix() for f in figs] == [
+        "curves/loss.png", "curves/accuracy.png", "curves/f1.png",
+        "confusion/angle.png", "confusion/length.png", "confusion/aggregate.png"]
+    assert "confusion matrix" in figs[-1].caption and "grouped by variation" in figs[-1].caption
+
+
+def test_train_report_shows_metrics_curves_and_confusion_matrices(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    summary = {"best_checkpoint": str(run / "checkpoints" / "best.ckpt"), "epochs": 3, "global_step": 30,
+               "best_val_acc": 0.95, "main_head": "aggregate", "cut_short": [],
+               "test": {"length": {"accuracy": 0.99, "f1_macro": 0.98}, "aggregate": {"accuracy": 0.9, "f1_macro": 0.89}}}
+    out = write_train_report(run, model="multihead", dataset="lines", summary=summary)
+    assert out == run / "index.html"
+    text = out.read_text()
+    assert "best.ckpt" in text and "aggregate (main)" in text and "features.conv1" in text
+    p = _Links()
+    p.feed(text)
+    assert p.imgs == [f.path.relative_to(run).as_posix() for f in training_figures(run)]
+    assert all(src in p.links for src in p.imgs)  # each figure is a link to its file
+
+
+def test_visualize_report_shows_the_same_training_figures(tmp_path):
+    from pipeline.visualization.run import _model_section
+
+    run = _fake_run(tmp_path / "run")
+    ctx = SimpleNamespace(layer_rows=json.loads((run / "layers.json").read_text()), class_names=class_names(),
+                          dataset_name="lines", model_name="multihead", train_metrics=None, train_run_dir=run,
+                          ckpt=run / "checkpoints" / "best.ckpt")
+    section = _model_section(ctx)
+    assert [f.path for f in section.figures] == [f.path for f in training_figures(run)]
