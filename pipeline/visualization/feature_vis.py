@@ -5,8 +5,8 @@ transforms=["jitter", "scale", "rotate"])`` optimizes one image per target (ever
 every centre neuron, or every class of a head) in ONE batch with Adam: each step the images
 (:mod:`~pipeline.visualization.feature_param`) are moved by the step's random transforms
 (:mod:`~pipeline.visualization.feature_transforms`), run through the model up to the layer
-(a forward hook ends the pass there), and the objective minus the penalties
-(:mod:`~pipeline.visualization.feature_objectives`) is raised. Scores are the objective on
+(a forward hook ends the pass there), and the objective minus the penalties times |objective|
+(:mod:`~pipeline.visualization.feature_objectives`: relative weights) is raised. Scores are the objective on
 the final, untransformed image. Only the input gets gradients (never the model's parameters);
 the model is in eval mode for the call and its modes are restored afterwards.
 
@@ -16,6 +16,7 @@ interact (Adam is element-wise), so both give the same pictures.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +27,7 @@ from pipeline.visualization.feature_param import Parametrization
 from pipeline.visualization.feature_transforms import apply_transforms, check_transforms, draw_transforms
 from pipeline.visualization.layers import resolve_layer
 
-__all__ = ["FeatureResult", "FeatureVisualizer", "head_layers"]
+__all__ = ["FeatureResult", "FeatureVisualizer", "eval_mode", "head_layers"]
 
 
 class _Stop(Exception):
@@ -59,6 +60,18 @@ class FeatureResult:
         return int(self.targets.numel())
 
 
+@contextmanager
+def eval_mode(model: nn.Module):
+    """The model in eval mode inside the block; every module's own mode restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def _outputs(out) -> list[torch.Tensor]:
     if isinstance(out, dict):
         return list(out.values())
@@ -77,17 +90,13 @@ def head_layers(model: nn.Module, input_shape) -> dict[str, int]:
         return hook
 
     hooks = [m.register_forward_hook(record(name)) for name, m in model.named_modules() if name]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
         p = next(model.parameters())
-        with torch.inference_mode(False), torch.no_grad():
+        with eval_mode(model), torch.inference_mode(False), torch.no_grad():
             outs = _outputs(model(torch.zeros((1,) + tuple(input_shape), device=p.device, dtype=p.dtype)))
     finally:
         for h in hooks:
             h.remove()
-        for m, t in modes:
-            m.training = t
     heads = {}
     for o in outs:
         if id(o) in seen and o.dim() == 2:
@@ -126,8 +135,8 @@ class FeatureVisualizer:
         if self._units is None:
             p = next(self.model.parameters())
             h = self._hook()
-            try:
-                with torch.inference_mode(False), torch.no_grad():
+            try:  # eval mode: a train-mode forward would move the batch-norm statistics
+                with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
                     out = self._to_layer(torch.zeros((1,) + self.input_shape, device=p.device, dtype=p.dtype))
             finally:
                 h.remove()
@@ -167,7 +176,7 @@ class FeatureVisualizer:
             with torch.enable_grad():
                 img = par.image(leaf)
                 obj = objective_values(self._to_layer(apply_transforms(img, draws[step])), tg, s["objective"])
-                gain = obj - penalties(img, l1=s["l1"], tv=s["tv"], blur=s["blur"])
+                gain = obj - obj.detach().abs() * penalties(img, l1=s["l1"], tv=s["tv"], blur=s["blur"])
                 if s["diversity"] and s["copies"] > 1:
                     gain = gain - s["diversity"] * diversity_term(img, s["copies"])
                 g, = torch.autograd.grad(-gain.sum(), leaf)
@@ -190,7 +199,8 @@ class FeatureVisualizer:
         if steps < 0 or lr <= 0 or min(l1, tv, blur, diversity, noise, jitter, scale, rotate) < 0 or copies < 1:
             raise ValueError("steps >= 0, lr > 0, copies >= 1 and l1, tv, blur, diversity, noise, jitter, scale, "
                              "rotate >= 0 are required")
-        t = self.check(objective, targets).repeat_interleave(int(copies))
+        with torch.inference_mode(False):  # plain tensors even when called under inference_mode
+            t = self.check(objective, targets).repeat_interleave(int(copies))
         s = dict(objective=objective, param=param, transforms=list(transforms), steps=int(steps), lr=float(lr),
                  jitter=float(jitter), scale=float(scale), rotate=float(rotate), l1=float(l1), tv=float(tv),
                  blur=float(blur), diversity=float(diversity), copies=int(copies), seed=int(seed), noise=float(noise))
@@ -201,17 +211,13 @@ class FeatureVisualizer:
         size = len(t) if batch_size in (None, 0) else int(batch_size) * int(copies)
         if not batched:
             size = int(copies)
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
         hook = self._hook()
         try:
-            with torch.inference_mode(False):
+            with eval_mode(self.model), torch.inference_mode(False):
                 outs = [self._optimise(t[i:i + size], par.params[i:i + size], draws[:, i:i + size], par, s)
                         for i in range(0, len(t), size)]
         finally:
             hook.remove()
-            for m, training in modes:
-                m.training = training
         patterns, scores, start_scores = (torch.cat([o[k] for o in outs]) for k in range(3))
         probs = torch.cat([o[3].float().cpu() for o in outs]) if objective == "class" else None
         return FeatureResult(layer=self.layer_name, objective=objective, targets=t, patterns=patterns, scores=scores,
