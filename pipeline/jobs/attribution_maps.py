@@ -21,7 +21,9 @@ from pipeline.data.lines_labels import head_class_names, split_label
 from pipeline.errors import CnnvisError
 from pipeline.jobs.base import safe_name
 from pipeline.jobs.method_choice import build_method, chosen_methods, needs_layer
+from pipeline.jobs.target_choice import TargetSpec, head_logits, is_target_list, parse_targets
 from pipeline.report.sections import Figure, Section, Table
+from pipeline.training.lit_module import head_probabilities
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import last_conv_name
@@ -36,6 +38,7 @@ class MapSet:
     head: str
     layer: str
     result: AttributionResult
+    target: str | None = None   # the gradcam.target entry (top2, class3) when a list was given, else None
 
 
 @dataclass
@@ -46,10 +49,11 @@ class AttributionMaps:
 
 class AttributionMapsJob:
     def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, method: Any, catalog: dict[str, Any],
-                 target: int | None = None, head: str | None = None, alpha: float, cmap: str,
+                 target: Any = None, head: str | None = None, alpha: float, cmap: str,
                  scale: str = "per_image"):
         """``method``: a name in ``catalog`` (the run's ``methods``) or a list of names; ``target``: one
-        class for every image (None: each image's prediction); ``head``: one head (None: every head);
+        class for every image, ``topK`` (each image's K-th most probable class) or a list of those
+        (pipeline/jobs/target_choice.py; None: each image's prediction); ``head``: one head (None: every head);
         ``scale``: per_image (each map min-max to [0, 1]) or shared (the raw maps of a figure over their
         common maximum: a weak map stays faint)."""
         if scale not in SCALES:
@@ -65,34 +69,44 @@ class AttributionMapsJob:
                 raise CnnvisError(f"gradcam.head={head} does not exist; valid heads of {ctx.model_name}: {', '.join(heads)}")
             heads = [head]
         self.heads = heads
-        if target is not None:
-            for h in heads:
-                k = ctx.head_classes[h]
-                if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < k:
-                    where = f" of head {h}" if ctx.multihead else ""
-                    raise CnnvisError(f"gradcam.target={target} is out of range{where}: valid classes are 0..{k - 1}")
-        self.target = target
+        self.targets = parse_targets(target, {h: ctx.head_classes[h] for h in heads}, ctx.multihead)
+        self.per_target = is_target_list(target)   # a list: maps, figures and HDF5 groups per target
 
     def compute(self, images: Selection, batch_size: int) -> AttributionMaps:
         x = images.images.to(self.ctx.device)
+        probs = None
+        if any(s.rank is not None for s in self.targets):   # topK: ranked by the model's probabilities
+            logits = head_logits(self.ctx.net, images.images, batch_size, self.ctx.device)
+            probs = {h: head_probabilities(logits[h]) for h in self.heads}
         out = []
         for name, factory in self.methods.items():
             for layer in (self.layers if needs_layer(factory) else ["input"]):
                 with build_method(factory, self.ctx.net, layer, self.heads if self.ctx.multihead else None,
                                   batch_size) as method:
-                    res = method(x, self.target)
-                for head, r in (res if isinstance(res, dict) else {"class": res}).items():
-                    out.append(MapSet(name, head, layer, r))
+                    for spec in self.targets:
+                        res = method(x, self._given(spec, probs))
+                        label = spec.label if self.per_target else None
+                        for head, r in (res if isinstance(res, dict) else {"class": res}).items():
+                            out.append(MapSet(name, head, layer, r, label))
         return AttributionMaps(images, out)
+
+    def _given(self, spec: TargetSpec, probs):
+        """What the method's call takes for ``spec``: None (prediction), a class, or classes per head."""
+        if spec.rank is None:
+            return spec.index
+        classes = spec.classes(probs)
+        return classes if self.ctx.multihead else classes["class"]
 
     def store(self, result: AttributionMaps, writer, run_dir: Path) -> None:
         for m in result.maps:
             notes = m.result.notes()
             writer.write_attribution(m.method, m.head, m.layer, m.result.maps, m.result.maps_normalized,
                                      m.result.layer_maps, m.result.targets, m.result.probs,
-                                     attrs={"notes": notes} if notes else None)
+                                     attrs={"notes": notes} if notes else None, target=m.target)
 
     def render(self, result: AttributionMaps, fig_dir: Path) -> list[Section]:
+        if self.per_target:
+            return self._render_per_target(result, fig_dir)
         from pipeline.rendering.figures import render_gradcam_figure, render_gradcam_sheet
 
         sel, subsections = result.images, []
@@ -114,12 +128,45 @@ class AttributionMapsJob:
             subsections.append(Section(f"{m.method}: {where}", figures=[Figure(sheet, f"{m.method}, all images"), *figs]))
         return subsections
 
+    def _render_per_target(self, result: AttributionMaps, fig_dir: Path) -> list[Section]:
+        """gradcam.target=[...]: per image a row of overlays, one column per target, each titled with its
+        target, the class and the model's probability; a sheet with every image (a row each)."""
+        from pipeline.rendering.figures import render_gradcam_sheet
+
+        sel, subsections, groups = result.images, [], {}
+        for m in result.maps:
+            groups.setdefault((m.method, m.head, m.layer), []).append(m)
+        for (method, head, layer), sets in groups.items():
+            d = fig_dir / "attribution" / safe_name(method) / safe_name(head) / safe_name(layer)
+            n, t = len(sel), len(sets)
+            shown = display_maps_together([m.result for m in sets], self.scale)          # [T, N, H, W]
+            titles = [[f"{m.target}: {title}" + (f"\n{flag}" if flag else "")
+                       for title, flag in zip(self._titles(m), map_flags(m.result.maps))] for m in sets]
+            targets = ", ".join(m.target for m in sets)
+            figs = []
+            for i in tqdm(range(n), desc=f"{method} figures ({head}, {layer})", unit="fig"):
+                path = render_gradcam_sheet(sel.images[i:i + 1].repeat(t, 1, 1, 1), shown[:, i], [ts[i] for ts in titles],
+                                            d / f"image{i:02d}.png", alpha=self.alpha, cmap=self.cmap, ncols=t,
+                                            title=f"{method} at {layer}, image {i} ({sel.sources[i]}): one column per target")
+                figs.append(Figure(path, f"image {i} ({sel.sources[i]}): targets {targets}"))
+            order = [(j, i) for i in range(n) for j in range(t)]   # a row per image, a column per target
+            sheet = render_gradcam_sheet(sel.images[[i for _, i in order]], shown[[j for j, _ in order], [i for _, i in order]],
+                                         [titles[j][i] for j, i in order], d / "sheet.png", alpha=self.alpha,
+                                         cmap=self.cmap, ncols=t,
+                                         title=f"{method} at {layer}: targets {targets} ({self.scale.replace('_', '-')} scale)")
+            where = (f"head {head}, " if self.ctx.multihead else "") + f"layer {layer}"
+            subsections.append(Section(f"{method}: {where}, targets {targets}",
+                                       figures=[Figure(sheet, f"{method}, all images (a row each), targets {targets}"), *figs]))
+        return subsections
+
     def section(self, result: AttributionMaps, figures: list[Section]) -> Section:
         sel, rows, loc_rows, observations = result.images, [], [], []
         for m in result.maps:
             names = self._names(m.head)
             for i in range(len(sel)):
-                rows.append([m.method, m.head, m.layer, i, sel.sources[i], names[int(m.result.targets[i])],
+                explained = names[int(m.result.targets[i])]
+                rows.append([m.method, m.head, m.layer, i, sel.sources[i],
+                             f"{m.target}: {explained}" if m.target else explained,
                              float(m.result.probs[i]), self._true_name(m.head, int(sel.labels[i]), names)])
             observations += [f"{m.method} at {m.layer}: {n}" for n in m.result.notes()]
             observations += [f"{m.method} at {m.layer}" + (f", head {m.head}" if self.ctx.multihead else "") +
@@ -181,6 +228,15 @@ def display_maps(result: AttributionResult, scale: str) -> torch.Tensor:
         return result.maps_normalized
     top = float(result.maps.max()) if result.maps.numel() else 0.0
     return result.maps / top if top > 0 else torch.zeros_like(result.maps)
+
+
+def display_maps_together(results: list[AttributionResult], scale: str) -> torch.Tensor:
+    """[T, N, H, W]: :func:`display_maps` of each target's maps; ``shared``: over the common maximum of all."""
+    if scale == "per_image":
+        return torch.stack([r.maps_normalized for r in results])
+    raw = torch.stack([r.maps for r in results])
+    top = float(raw.max()) if raw.numel() else 0.0
+    return raw / top if top > 0 else torch.zeros_like(raw)
 
 
 def localization(maps: torch.Tensor, masks: torch.Tensor) -> list[float]:

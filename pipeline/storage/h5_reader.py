@@ -118,13 +118,27 @@ class H5Run:
     def attribution_layers(self, method: str, head: str) -> list[str]:
         return self._names(f"attribution/{method}/{head}") if head in self.attribution_heads(method) else []
 
-    def attribution(self, method: str, head: str, layer: str) -> dict[str, Any]:
-        """maps, maps_normalized, layer_maps, targets, probs and ``attrs`` of one method, head and layer."""
+    def attribution_targets(self, method: str, head: str, layer: str) -> list[str]:
+        """The targets stored one set each (gradcam.target=[top1,top2]: ``top1``, ``top2``); [] for one set."""
+        if layer not in self.attribution_layers(method, head):
+            return []
+        g = self.file["attribution"][method][head][layer]
+        return [k for k in g if isinstance(g[k], h5py.Group)]
+
+    def attribution(self, method: str, head: str, layer: str, target: str | None = None) -> dict[str, Any]:
+        """maps, maps_normalized, layer_maps, targets, probs and ``attrs`` of one method, head and layer
+        (and ``target``, when the run stored one set per target: see :meth:`attribution_targets`)."""
         try:
             g = self.file["attribution"][method][head][layer]
+            if target is not None:
+                g = g[target]
         except KeyError:
-            raise KeyError(f"no {method} maps for head {head!r}, layer {layer!r}; stored methods: "
-                           f"{self.attribution_methods()}") from None
+            raise KeyError(f"no {method} maps for head {head!r}, layer {layer!r}" +
+                           (f", target {target!r}" if target is not None else "") +
+                           f"; stored methods: {self.attribution_methods()}") from None
+        if target is None and "maps" not in g:
+            raise KeyError(f"{method} maps for head {head!r}, layer {layer!r} are stored per target: pass "
+                           f"target= one of {self.attribution_targets(method, head, layer)}")
         return {**{k: v[()] for k, v in g.items()}, "attrs": read_attrs(g)}
 
     # -- job=evaluate

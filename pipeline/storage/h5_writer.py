@@ -179,14 +179,18 @@ class H5RunWriter:
         replace_dataset(self.file, "masks", to_numpy(masks, bool))
 
     def write_attribution(self, method: str, head: str, layer: str, maps, maps_normalized, layer_maps, targets,
-                          probs, attrs: Mapping[str, Any] | None = None) -> None:
+                          probs, attrs: Mapping[str, Any] | None = None, target: str | None = None) -> None:
         """The maps of one attribution method, head and layer (``layer`` is "input" for the
-        input-gradient methods) under ``attribution/<method>/<head>/<layer>``."""
+        input-gradient methods) under ``attribution/<method>/<head>/<layer>``; with ``target``
+        (gradcam.target=[top1,top2]: one set per target) under ``.../<layer>/<target>``."""
         head, layer = check_name(head, "head"), check_name(layer, "layer")
         hg = group(group(group(self.file, "attribution"), check_name(method, "method")), head)
-        if layer in hg:
-            del hg[layer]
-        g = group(hg, layer)
+        leaf = layer
+        if target is not None:
+            hg, leaf = group(hg, layer), check_name(target, "target")
+        if leaf in hg:
+            del hg[leaf]
+        g = group(hg, leaf)
         data = {
             "maps": to_numpy(maps, np.float32),
             "maps_normalized": to_numpy(maps_normalized, np.float32),
@@ -202,7 +206,8 @@ class H5RunWriter:
                 g.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], **COMPRESSION)
             else:
                 g.create_dataset(name, data=arr)
-        write_attrs(g, {"method": method, "head": head, "layer": layer, **(attrs or {})})
+        write_attrs(g, {"method": method, "head": head, "layer": layer,
+                        **({"target": target} if target is not None else {}), **(attrs or {})})
 
     def write_evaluation_indices(self, indices) -> None:
         """The test images job=evaluate scored (``/evaluation/indices``)."""
