@@ -81,7 +81,9 @@ class ActivationsJob:
                        tables=[Table("Per-layer numbers over the selected images",
                                      ["layer", "shape (C x H x W)", "sparsity (zeros)", "mean", "max", "dead channels"],
                                      rows)],
-                       subsections=subsections)
+                       subsections=subsections,
+                       key_numbers={f"sparsity {n}": result.stats[n]["sparsity"]
+                                    for n in dict.fromkeys([self.layers[0], self.layers[-1]])})
 
     def observations(self, stats: dict[str, dict]) -> list[str]:
         out = []

@@ -198,4 +198,15 @@ class EvaluateJob:
                        observations=evaluation_observations(result.rows, result.has_masks),
                        tables=[Table("Scores per method and head", [c.replace("_", " ") for c in COLUMNS],
                                      [[r.get(c) for c in COLUMNS] for r in result.rows])],
-                       figures=figures)
+                       figures=figures, key_numbers=self.key_numbers(result.rows))
+
+    @staticmethod
+    def key_numbers(rows: list[dict]) -> dict[str, float]:
+        """The sweep index's numbers: the mean pointing game, deletion AUC and top-layer rank
+        correlation over every method and head (those scored)."""
+        out = {}
+        for col in ("pointing_game", "deletion_auc", "sanity_top_layer"):
+            values = [float(r[col]) for r in rows if r.get(col) is not None and np.isfinite(r[col])]
+            if values:
+                out[f"mean {col.replace('_', ' ')}"] = float(np.mean(values))
+        return out

@@ -106,4 +106,17 @@ class ProbeJob:
                        observations=probe_observations(results, result.facts, style=self.style,
                                                        min_drop=self.min_drop, ok=self.ok_accuracy),
                        tables=[Table("Accuracy per head when one factor changes", ["factor", "level", *heads], rows)],
-                       figures=figures)
+                       figures=figures, key_numbers=self.key_numbers(results))
+
+    @staticmethod
+    def key_numbers(results) -> dict:
+        """The sweep index's numbers: the main head's (aggregate's) baseline accuracy and its lowest
+        accuracy over every factor and level, with where."""
+        head = "aggregate" if "aggregate" in results[0].accuracy else next(iter(results[0].accuracy))
+        worst = min(((float(r.accuracy[head][i]), f"{r.factor} {name}") for r in results[1:]
+                     for i, name in enumerate(r.level_names)), default=None)
+        out = {f"baseline accuracy ({head})": float(results[0].accuracy[head][0])}
+        if worst is not None:
+            out[f"lowest accuracy ({head})"] = worst[0]
+            out["lowest at"] = worst[1]
+        return out

@@ -93,6 +93,7 @@ p { margin:6px 0 10px; max-width:95ch; }
 table { border-collapse:collapse; font-size:14px; background:var(--card); }
 caption { caption-side:top; text-align:left; font-weight:600; padding:4px 0 6px; color:var(--muted); }
 th, td { border:1px solid var(--line); padding:5px 10px; text-align:left; vertical-align:top; }
+td.long { min-width:30ch; }
 th { background:#eef1f6; font-weight:600; position:sticky; top:0; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tbody tr:nth-child(even) td { background:#fafbfd; }
@@ -104,6 +105,7 @@ figure.card a.img { display:block; background:#fff; padding:6px; cursor:zoom-in;
 figure.card img { display:block; width:100%; height:auto; image-rendering:auto; }
 figure.card.wide img { width:auto; max-width:100%; margin:0 auto; }
 figure.card figcaption { padding:8px 12px 10px; font-size:13px; color:var(--muted); border-top:1px solid var(--line); }
+img.thumb { display:block; width:220px; height:auto; border:1px solid var(--line); cursor:zoom-in; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px 0 24px; }
 @media (max-width:700px) { main { padding:12px; } header { padding:16px; } }
 @media print { figure.card { break-inside:avoid; } }
@@ -230,7 +232,8 @@ def write_sweep_index(path, title: str, runs: Sequence[Mapping[str, Any]],
     """Index page of a sweep: one table row per run, linking to its report.
 
     Each run is a dict with ``label``, ``href`` (the run's ``index.html``; relative to the
-    sweep directory, absolute paths are made relative) and either ``summary`` (a dict) or its
+    sweep directory, absolute paths are made relative), optionally ``thumbnail`` (its main
+    figure: shown small, a link to the full-size file) and either ``summary`` (a dict) or its
     summary pairs as the remaining keys. Columns are the union of the summary keys, in order
     of first appearance. ``sections`` (e.g. scores compared across the runs) follow the table.
     """
@@ -241,12 +244,13 @@ def write_sweep_index(path, title: str, runs: Sequence[Mapping[str, Any]],
     for run in runs:
         summary = run.get("summary")
         if summary is None:
-            summary = {k: v for k, v in run.items() if k not in ("label", "href")}
+            summary = {k: v for k, v in run.items() if k not in ("label", "href", "thumbnail")}
         summaries.append(summary)
         for k in summary:
             if k not in columns:
                 columns.append(str(k))
-    head = "<th>run</th>" + "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    thumbs = any(run.get("thumbnail") for run in runs)
+    head = "<th>run</th>" + ("<th>main figure</th>" if thumbs else "") + "".join(f"<th>{_esc(c)}</th>" for c in columns)
     rows = []
     for run, summary in zip(runs, summaries):
         label = _esc(run.get("label", run.get("href", "")))
@@ -254,9 +258,15 @@ def write_sweep_index(path, title: str, runs: Sequence[Mapping[str, Any]],
         tds = []
         for c in columns:
             v = summary.get(c)
-            cls = ' class="num"' if _is_num(v) else ""
-            tds.append(f"<td{cls}>{_esc(format_value(v))}</td>")
-        rows.append(f"<tr><td>{cell}</td>{''.join(tds)}</tr>")
+            text = format_value(v)
+            cls = ' class="num"' if _is_num(v) else (' class="long"' if len(text) > 40 else "")
+            tds.append(f"<td{cls}>{_esc(text)}</td>")
+        thumb = ""
+        if thumbs:
+            t = run.get("thumbnail")
+            thumb = (f'<td><a href="{_href(t, base_dir)}" title="click for full size"><img class="thumb" '
+                     f'src="{_href(t, base_dir)}" alt="main figure of {label}" loading="lazy"></a></td>' if t else "<td></td>")
+        rows.append(f"<tr><td>{cell}</td>{thumb}{''.join(tds)}</tr>")
     n = len(runs)
     body = (f'<section class="level-1" id="runs"><h2>Runs</h2>'
             f"<p>{n} run{'s' if n != 1 else ''} in this sweep; each link opens that run's report.</p>"

@@ -33,6 +33,8 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     subsections: list["Section"] = field(default_factory=list)
+    # the job's headline numbers (name -> value): a sweep's index shows them beside the run
+    key_numbers: dict[str, Any] = field(default_factory=dict)
 
 
 def format_value(value: Any) -> str:

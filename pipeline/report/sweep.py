@@ -80,8 +80,8 @@ def write_index_for(sweep_dir: Path, title: str = "") -> Path | None:
     failed = [r for r in runs if r.failed]
     record = {"sweep_dir": str(sweep_dir), "runs": [r.row() for r in runs], "total": len(runs), "failed": len(failed)}
     atomic_write(sweep_dir / "sweep.json", json.dumps(record, indent=2, default=str))
-    rows = [{"label": r.label, "href": _href(r), "summary": {k: v for k, v in r.row().items() if k != "run"}}
-            for r in runs]
+    rows = [{"label": r.label, "href": _href(r), "thumbnail": r.thumbnail,
+             "summary": {k: v for k, v in r.row().items() if k != "run"}} for r in runs]
     if not failed:
         for row in rows:  # all complete: no status or error columns
             row["summary"] = {k: v for k, v in row["summary"].items() if k not in ("status", "error")}

@@ -5,10 +5,14 @@ launcher ran them (in this process, in joblib workers, as submitit jobs).
 Per run directory (``<n>_...`` under the sweep directory), the first that applies:
 
 - ``error.json``: the job failed (pipeline/failures.py): its error line and exit code;
-- ``summary.json``: a visualize run: job, dataset, model, images, the first observation;
+- ``summary.json``: a visualize run: job, dataset, model, images, the checkpoint it used and that
+  checkpoint's test accuracy, the job's key numbers, the first observation; thumbnail: its main
+  figure (the first figure of its jobs);
 - ``run.json``: a training run: its status (complete, failed, interrupted, stale, ...), dataset,
-  model, test accuracy;
-- ``test_metrics.json``: an eval run: dataset, model, accuracy;
+  model, its best checkpoint, test accuracy and macro F1, best validation accuracy, epochs;
+  thumbnail: its accuracy curves;
+- ``test_metrics.json``: an eval run: dataset, model, the checkpoint, accuracy, macro F1;
+  thumbnail: the main head's confusion matrix;
 - only Hydra's files: the job left no result (killed?): failed, see its log.
 """
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.failures import read_failure_record
+from pipeline.rendering.output import shown_file
+from pipeline.report.sections import format_value
 
 
 @dataclass
@@ -29,6 +35,7 @@ class SweepRun:
     error: str | None = None
     exit_code: int | None = None
     summary: dict = field(default_factory=dict)
+    thumbnail: Path | None = None    # the run's main figure, shown small in the sweep's index
 
     @property
     def failed(self) -> bool:
@@ -68,6 +75,14 @@ def _checkpoint_cells(info: dict) -> dict:
     return cells
 
 
+def _relative(path: str, sub: Path) -> str:
+    """A file of the run directory as ``checkpoints/best.ckpt``; any other path as it is."""
+    try:
+        return Path(path).resolve().relative_to(sub.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def read_run(sub: Path) -> SweepRun | None:
     """The state of one run directory of a sweep (None for a folder that is not a run)."""
     failure = read_failure_record(sub)
@@ -76,10 +91,14 @@ def read_run(sub: Path) -> SweepRun | None:
                         {k: failure.get(k) for k in ("job", "dataset", "model") if failure.get(k) is not None})
     s = _load(sub / "summary.json") if (sub / "summary.json").is_file() else None
     if s is not None:
+        main = sub / s["main_figure"] if s.get("main_figure") else None
+        if main is None or not main.is_file():  # a run from before main_figure: its first figure file
+            main = next(iter(sorted((sub / "figures").rglob("*.png"))), None) if (sub / "figures").is_dir() else None
         return SweepRun(sub.name, sub, "complete", summary={
             "job": s.get("job"), "dataset": s.get("dataset"), "model": s.get("model"), "images": s.get("images"),
             **_checkpoint_cells(s.get("checkpoint_info") or {"checkpoint": s.get("checkpoint")}),
-            "observation": (s.get("observations") or [""])[0]})
+            "key numbers": "; ".join(f"{k} {format_value(v)}" for k, v in (s.get("key_numbers") or {}).items()) or None,
+            "observation": (s.get("observations") or [""])[0]}, thumbnail=main)
     rec = _load(sub / "run.json") if (sub / "run.json").is_file() else None
     if rec is not None:
         from pipeline.training.registry import run_state
@@ -88,14 +107,22 @@ def read_run(sub: Path) -> SweepRun | None:
         error = rec.get("error") or (rec.get("reason") if state != "complete" else None)
         if state in ("running", "stale") and not error:
             error = f"the training process stopped without finishing ({_log_of(sub)})"
+        best = rec.get("best_checkpoint")
         return SweepRun(sub.name, sub, state, error, 1 if state != "complete" else None,
                         {"dataset": rec.get("dataset"), "model": rec.get("model"),
-                         "test_accuracy": rec.get("test_accuracy"),
-                         **({"cut_short": "; ".join(rec["cut_short"])} if rec.get("cut_short") else {})})
+                         "checkpoint": _relative(best, sub) if best else None,
+                         "test_accuracy": rec.get("test_accuracy"), "test_f1_macro": rec.get("test_f1_macro"),
+                         "best_val_acc": rec.get("best_val_acc"),
+                         **({"cut_short": "; ".join(rec["cut_short"])} if rec.get("cut_short") else {})},
+                        thumbnail=shown_file(sub / "curves" / "accuracy.png"))
     m = _load(sub / "test_metrics.json") if (sub / "test_metrics.json").is_file() else None
     if m is not None:
+        heads = m.get("heads") or {}
+        main = "aggregate" if "aggregate" in heads else next(iter(heads), "class")
         return SweepRun(sub.name, sub, "complete", summary={"dataset": m.get("dataset"), "model": m.get("model"),
-                                                            "accuracy": m.get("accuracy")})
+                                                            "checkpoint": m.get("checkpoint"),
+                                                            "accuracy": m.get("accuracy"), "f1_macro": m.get("f1_macro")},
+                        thumbnail=shown_file(sub / "confusion" / f"{main}.png"))
     if (sub / ".hydra").is_dir():
         return SweepRun(sub.name, sub, "failed", f"the job left no result ({_log_of(sub)})", 1)
     return None

@@ -143,11 +143,29 @@ def run_visualize(cfg: DictConfig) -> dict:
                           subtitle=f"{len(sel)} images; {checkpoint_line(info)}; stored in visualization.h5")
     summary = {"title": title, "job": cfg.job.name, "dataset": ctx.dataset_name, "model": ctx.model_name,
                "checkpoint": str(ctx.ckpt), "checkpoint_info": info, "images": len(sel), "report": str(report),
-               "h5": str(h5_path), "observations": [o for s in sections for o in s.observations]}
+               "h5": str(h5_path), "observations": [o for s in sections for o in s.observations],
+               "key_numbers": {k: v for s in sections for k, v in s.key_numbers.items()},
+               "main_figure": _main_figure(sections, run_dir)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nvisualize: {title}\n  {checkpoint_line(info)}\n  report: {report}\n  tensors: {h5_path}\n"
           f"  figures: {fig_dir}")
     return summary
+
+
+def _main_figure(sections, run_dir: Path) -> str | None:
+    """The first figure of the jobs' sections (depth first), relative to the run directory: the
+    thumbnail a sweep's index shows for this run."""
+    for sec in sections:
+        if sec.figures:
+            p = Path(sec.figures[0].path)
+            try:
+                return p.relative_to(run_dir).as_posix()
+            except ValueError:  # a figure outside the run directory: its own path
+                return p.as_posix()
+        found = _main_figure(sec.subsections, run_dir)
+        if found:
+            return found
+    return None
 
 
 def _repoint(sections, old: Path, new: Path) -> None:
