@@ -3,6 +3,7 @@ a user types it and read back from what the run produced (the checkpoint's weigh
 state and step count, the test split's size), not from the composed config."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -70,3 +71,14 @@ def test_seed_changes_the_initial_weights_and_the_same_seed_repeats_them(tmp_pat
     assert not torch.equal(a, b)
     torch.manual_seed(999)
     assert torch.equal(first_weights(1), a)
+
+
+def test_best_checkpoint_is_the_epoch_with_the_highest_validation_accuracy(cli_run):
+    """Read from metrics.csv (what the user sees) and the checkpoint's own epoch counter."""
+    _, record, _ = cli_run
+    run_dir = Path(record["run_dir"])
+    with open(run_dir / "metrics.csv") as fh:
+        val = {int(r["epoch"]): float(r["val/acc"]) for r in csv.DictReader(fh) if r.get("val/acc")}
+    assert sorted(val) == list(range(EPOCHS)) and len(set(val.values())) == EPOCHS  # distinct: the choice matters
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == max(val, key=val.get)
