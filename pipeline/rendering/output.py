@@ -9,6 +9,7 @@ does not show a PDF).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,19 @@ def configure_rendering(render) -> RenderSettings:
 
 def rendering() -> RenderSettings:
     return _current
+
+
+@contextmanager
+def png_rendering():
+    """Within: figures are saved as png (at ``render.dpi``), whatever ``render.format`` is -- for
+    pictures that go into another viewer (TensorBoard images) rather than onto disk for people."""
+    global _current
+    saved = _current
+    _current = RenderSettings(format="png", dpi=saved.dpi)
+    try:
+        yield
+    finally:
+        _current = saved
 
 
 def save_figure(fig, path, dpi: float | None = None, **savefig_kwargs) -> Path:

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.config import check_model_fits_data, validate_train_config
+from pipeline.training.tensorboard_figures import log_training_figures
 from pipeline.errors import CnnvisError, NoCheckpointError
 from pipeline.processes import this_process
 from pipeline.run_dirs import check_run_dir_unused
@@ -161,6 +162,7 @@ def run_training(cfg: DictConfig) -> dict:
         if previous_metrics is not None:
             artifacts.join_metrics(previous_metrics, run_dir / "metrics.csv")
         artifacts.write_all(run_dir, cfg, module, datamodule, trainer, summary)
+        log_training_figures(trainer, run_dir)  # logger=tensorboard: curves and confusion matrices there too
         record.update(status="complete", finished=dt.datetime.now().isoformat(timespec="microseconds"),
                       best_checkpoint=best, last_checkpoint=last,
                       test_accuracy=test.get(module.main_head, {}).get("accuracy"), best_val_acc=best_val,
