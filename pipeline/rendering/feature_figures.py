@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.rendering.output import save_figure
+
 __all__ = ["render_feature_grid", "render_kernel_grid"]
 
 
@@ -25,10 +27,7 @@ def _grid(n: int, ncols: int | None) -> tuple[int, int]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    return path
+    return save_figure(fig, path, fig.dpi)   # render.format / render.dpi (pipeline/rendering/output.py)
 
 
 def render_feature_grid(patterns, scores, targets, path, title: str, *, legend: str, names=None, probs=None,
