@@ -2,6 +2,8 @@
 format and resolution, a png beside a pdf for the report, bad values refused before any work."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -68,3 +70,11 @@ def test_cli_refuses_an_unknown_format_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert "render.format='jpg'" in proc.stderr and "png, pdf, svg" in proc.stderr and "Traceback" not in proc.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_every_figure_of_the_pipeline_is_saved_through_save_figure():
+    """A new ``fig.savefig(...)`` elsewhere in pipeline/ would ignore render.format and render.dpi."""
+    root = Path(__file__).resolve().parents[2] / "pipeline"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if ".savefig(" in p.read_text() and p.name != "output.py"]
+    assert offenders == []
