@@ -14,13 +14,13 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import CnnvisError
 from pipeline.leftovers import partial_path
 from pipeline.data.lines_labels import head_class_names, readable_name
 from pipeline.jobs.base import build_jobs, execute, job_blocks
+from pipeline.jobs.target_choice import head_logits
 from pipeline.models.summary import format_layer_table
 from pipeline.report.html import write_report
 from pipeline.report.sections import Section, Table
@@ -33,12 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _predict(ctx: VisContext, sel: Selection, batch_size: int):
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(sel), batch_size):
-            o = ctx.net(sel.images[i:i + batch_size].to(ctx.device))
-            outs.append(o if isinstance(o, dict) else {"class": o})
-    logits = {h: torch.cat([o[h] for o in outs]).cpu() for h in outs[0]}
+    logits = head_logits(ctx.net, sel.images, batch_size, ctx.device)
     return ({h: head_predictions(v) for h, v in logits.items()},
             {h: head_probabilities(v) for h, v in logits.items()})
 
