@@ -27,10 +27,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from pipeline.leftovers import partial_path  # noqa: E402
 from pipeline.rendering.output import save_figure  # noqa: E402
+from pipeline.rendering.style import MIN_FONT_PT  # noqa: E402
 
-__all__ = ["confusion_figure", "plot_confusion_matrix", "write_confusion_csv", "cell_text_mode", "MIN_FONT_PT"]
+__all__ = ["confusion_figure", "plot_confusion_matrix", "write_confusion_csv", "cell_text_mode"]
 
-MIN_FONT_PT = 8.0  # the smallest text any figure of the pipeline draws
 _CHAR_W = 0.62     # width of a digit / letter, as a share of the font size (DejaVu Sans, a little generous)
 _DPI = 110
 

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from pipeline.rendering.figures import normalize_each, to_display_rgb
 from pipeline.rendering.output import save_figure
+from pipeline.rendering.style import MIN_FONT_PT
 
 
 def _save(fig: Figure, path: Path, dpi: int = 100) -> Path:
@@ -26,7 +27,7 @@ def plot_scores(rows: Sequence[Mapping], score: str, path: Path, title: str, cha
     if chance is not None:
         ax.axhline(chance, color="#c0392b", linestyle="--", linewidth=1, label=f"chance {chance:.3f}")
         ax.legend(loc="upper right", fontsize=8)
-    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=MIN_FONT_PT)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
@@ -43,7 +44,7 @@ def plot_curves(curves: Mapping[str, np.ndarray], path: Path, title: str, ylabel
     ax.set_xlabel("fraction of pixels changed")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=MIN_FONT_PT, ncol=2)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -59,7 +60,7 @@ def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.nda
     rgb = to_display_rgb(image)
     for r, (method, maps) in enumerate(maps_by_method.items()):
         axes[r, 0].imshow(rgb)
-        axes[r, 0].set_ylabel(method, fontsize=7)
+        axes[r, 0].set_ylabel(method, fontsize=MIN_FONT_PT)
         raw = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
         flat = raw.reshape(len(raw), -1)
         blank = np.nanmax(flat, 1) <= np.nanmin(flat, 1)
@@ -68,12 +69,12 @@ def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.nda
             axes[r, c].imshow(m, cmap="jet", vmin=0, vmax=1)
             if blank[c - 1]:
                 axes[r, c].text(0.5, 0.5, "blank", transform=axes[r, c].transAxes, ha="center", va="center",
-                                color="white", fontsize=6)
+                                color="white", fontsize=MIN_FONT_PT)
             if r == 0:
-                axes[r, c].set_title(step_names[c - 1], fontsize=6)
+                axes[r, c].set_title(step_names[c - 1], fontsize=MIN_FONT_PT)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0, 0].set_title("input", fontsize=6)
+    axes[0, 0].set_title("input", fontsize=MIN_FONT_PT)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 
 from pipeline.rendering.output import save_figure
 
+from pipeline.rendering.style import MIN_FONT_PT
+
 __all__ = ["render_feature_grid", "render_kernel_grid"]
 
 
@@ -54,10 +56,10 @@ def render_feature_grid(patterns, scores, targets, path, title: str, *, legend: 
                   interpolation="nearest")
         name = names[tg[i]] if names is not None else f"u{tg[i]}"
         label = f"#{rank} {name}\n{sc[i]:.3g}" + (f" p={_np(probs)[i]:.2f}" if probs is not None else "")
-        ax.set_title(label, fontsize=7)
+        ax.set_title(label, fontsize=MIN_FONT_PT)
     chars = max(30, int(width * 11))
     fig.suptitle("\n".join(textwrap.wrap(title, chars)), fontsize=9)
-    fig.supxlabel("\n".join(textwrap.wrap(legend, chars)), fontsize=7)
+    fig.supxlabel("\n".join(textwrap.wrap(legend, chars)), fontsize=MIN_FONT_PT)
     return _save(fig, path)
 
 
@@ -80,9 +82,9 @@ def render_kernel_grid(weights, path, title: str, *, ncols: int | None = None, d
             ax.imshow(np.moveaxis(0.5 + 0.5 * k, 0, -1), interpolation="nearest")
         else:
             ax.imshow(k[0], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_title(f"k{f}", fontsize=7)
+        ax.set_title(f"k{f}", fontsize=MIN_FONT_PT)
     legend = ("colour: 0.5 + w / (2 max|w|) per kernel (grey = 0)" if w.shape[1] == 3
               else "red positive, blue negative, scaled by each kernel's max |w|")
     fig.suptitle("\n".join(textwrap.wrap(title, 60)), fontsize=9)
-    fig.supxlabel(legend, fontsize=7)
+    fig.supxlabel(legend, fontsize=MIN_FONT_PT)
     return _save(fig, path)

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from .mosaic import grid_shape, mosaic, tile_origins  # noqa: E402
 from .output import save_figure  # noqa: E402
+from .style import MIN_FONT_PT  # noqa: E402
 
 __all__ = [
     "to_display_rgb",
@@ -163,9 +164,9 @@ def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis
         ax_m.set_title(f"{c} channels, {h}x{w} each", fontsize=9)
         if c <= 256:
             tile_pts = mosaic_w * 72.0 / ncols
-            fs = float(np.clip(tile_pts * 0.16, 4.0, 8.0))
+            fs = MIN_FONT_PT  # channel numbers only where they fit a tile at a readable size
             off = 0.04 * max(h, w)
-            for i, (r, col) in enumerate(tile_origins(c, h, w, ncols, pad)):
+            for i, (r, col) in enumerate(tile_origins(c, h, w, ncols, pad) if len(str(c - 1)) * 0.62 * fs <= 0.45 * tile_pts else []):
                 ax_m.text(col - 0.5 + off, r - 0.5 + off, str(i), fontsize=fs, color="white",
                           ha="left", va="top", path_effects=_LABEL_EFFECTS)
     cb = fig.colorbar(im, ax=ax_m, shrink=0.85, pad=0.01)
@@ -185,8 +186,9 @@ def _labelled_grid(tiles: np.ndarray, labels: Sequence[str], path, title: str, d
     labels = [str(s) for s in labels]
     nlines = max((s.count("\n") + 1 for s in labels), default=1)
     longest = max((len(line) for s in labels for line in s.split("\n")), default=1)
+    tile_in = max(tile_in, 0.62 * longest * MIN_FONT_PT / 72.0)  # wide enough for its labels at >= 8 pt
     tile_pts = tile_in * 72.0
-    fs = float(np.clip(tile_pts / (0.62 * max(longest, 1)), 4.5, 9.0))
+    fs = float(np.clip(tile_pts / (0.62 * max(longest, 1)), MIN_FONT_PT, 9.0))
     band = max(2, math.ceil(h * (nlines * fs * 1.3 + 3.0) / tile_pts))
     pad = max(1, round(h / 14))
 
@@ -213,8 +215,8 @@ def _labelled_grid(tiles: np.ndarray, labels: Sequence[str], path, title: str, d
         cax = fig.add_axes((0.25, (margin + 0.42) / fig_h, 0.5, 0.12 / fig_h))
         cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), cax=cax,
                           orientation="horizontal")
-        cb.ax.tick_params(labelsize=7)
-        cb.set_label(label, fontsize=7)
+        cb.ax.tick_params(labelsize=MIN_FONT_PT)
+        cb.set_label(label, fontsize=MIN_FONT_PT)
     return _save(fig, path, dpi)
 
 
@@ -263,12 +265,12 @@ def render_gradcam_figure(image, map_up, layer_map, path, title: str, alpha: flo
     im = ax_raw.imshow(lm, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax_raw.set_title(f"layer map {lm.shape[0]}x{lm.shape[1]} (raw)", fontsize=9)
     cb = fig.colorbar(im, ax=ax_raw, shrink=0.8)
-    cb.ax.tick_params(labelsize=7)
+    cb.ax.tick_params(labelsize=MIN_FONT_PT)
     ax_ov.imshow(blended, interpolation="nearest")
     ax_ov.set_title(f"overlay on grey (alpha {alpha:g} x map)", fontsize=9)
     cb2 = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), ax=ax_ov, shrink=0.8)
-    cb2.ax.tick_params(labelsize=7)
-    cb2.set_label("normalized importance", fontsize=7)
+    cb2.ax.tick_params(labelsize=MIN_FONT_PT)
+    cb2.set_label("normalized importance", fontsize=MIN_FONT_PT)
     for ax in (ax_in, ax_raw, ax_ov):
         ax.set_xticks([])
         ax.set_yticks([])
