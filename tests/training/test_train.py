@@ -25,7 +25,8 @@ def test_each_model_trains_and_writes_its_artefacts(tiny_cfg, dataset, model):
     run_dir = Path(summary["run_dir"])
     assert summary["status"] == "complete" and summary["global_step"] == 3
     for rel in ["config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.csv",
-                "curves/loss.png", "curves/accuracy.png", "test_metrics.json", "model_summary.txt", "run.json"]:
+                "curves/loss.png", "curves/accuracy.png", "curves/f1.png", "test_metrics.json", "model_summary.txt",
+                "run.json", "index.html"]:
         assert (run_dir / rel).is_file(), rel
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     heads = ["length", "width", "angle", "colour", "aggregate"] if model == "multihead" else ["class"]
@@ -38,6 +39,9 @@ def test_each_model_trains_and_writes_its_artefacts(tiny_cfg, dataset, model):
         assert len(rows) == n + 1
         # the CSV's counts add up to the number of test images
         assert sum(int(v) for r in rows[1:] for v in r.split(",")[1:]) == metrics["test_images"]
+    report = (run_dir / "index.html").read_text()  # the training report shows every training figure
+    for rel in ["curves/loss.png", "curves/accuracy.png", "curves/f1.png", *[f"confusion/{h}.png" for h in heads]]:
+        assert f'src="{rel}"' in report, rel
     summary_txt = (run_dir / "model_summary.txt").read_text()
     assert "features.conv1" in summary_txt
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
