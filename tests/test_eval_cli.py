@@ -94,6 +94,8 @@ def test_eval_on_every_image_of_a_folder_matches_an_independent_computation(asse
         assert (run / "confusion" / f"{head}.png").is_file()
     assert metrics["heads"]["aggregate"]["accuracy"] == pytest.approx(right.mean(), abs=1e-6)
     assert _read_cm(run / "confusion" / "aggregate.csv").sum() == n
+    report = (run / "index.html").read_text()  # the eval run's report shows every confusion matrix
+    assert all(f'src="confusion/{h}.png"' in report for h in [*HEADS, "aggregate"])
     # the one-screen summary
     for needle in ("checkpoint tested on lines_folder", str(assets["lines_ckpt"].resolve()), f"images:     {n} (every image)",
                    "aggregate   accuracy", f"output dir: {run}"):

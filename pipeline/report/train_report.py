@@ -1,5 +1,6 @@
 """The training run's report, ``<run dir>/index.html``: the checkpoint and its test metrics, the
-learning curves, the confusion matrices and the layers. :func:`training_figures` lists the
+learning curves, the confusion matrices and the layers (an eval.py run's report: the same without
+curves and layers). :func:`training_figures` lists the
 training figures of a run directory; the visualize report shows the same list for the run its
 checkpoint came from, so both reports show the same figures."""
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pipeline.rendering.output import shown_file
 from pipeline.report.html import write_report
 from pipeline.report.sections import Figure, Section, Table
 
-__all__ = ["curve_figures", "confusion_figures", "training_figures", "layers_table", "metrics_table", "write_train_report"]
+__all__ = ["curve_figures", "confusion_figures", "training_figures", "layers_table", "metrics_table", "write_train_report",
+           "write_eval_report"]
 
 _CURVES = (("loss", "learning curve: loss"), ("accuracy", "learning curve: accuracy (a panel per head)"),
            ("f1", "learning curve: macro F1 (a panel per head)"))
@@ -58,17 +60,10 @@ def metrics_table(test: dict, main_head: str | None = None,
     return Table(caption, ["head", "accuracy", "macro F1"], rows)
 
 
-def write_train_report(run_dir, *, model: str, dataset: str, summary: dict) -> Path:
-    """Write ``<run dir>/index.html`` from the files the run wrote and its ``summary`` (train.py's:
-    best_checkpoint, epochs, global_step, test, main_head, best_val_acc, cut_short)."""
-    run_dir = Path(run_dir)
-    paragraphs = [f"Checkpoint: {summary.get('best_checkpoint') or 'none kept'} (best by validation accuracy"
-                  + (f", {summary['best_val_acc']:.4f}" if summary.get("best_val_acc") is not None else "") + ").",
-                  f"Epochs: {summary.get('epochs', '?')}; steps: {summary.get('global_step', '?')}."]
-    if summary.get("cut_short"):
-        paragraphs.append("CUT SHORT: " + "; ".join(summary["cut_short"])
-                          + ". visualize.py's checkpoint search skips this run.")
-    tables = [metrics_table(summary["test"], summary.get("main_head"))] if summary.get("test") else []
+def _results_report(run_dir: Path, title: str, paragraphs: list[str], test: dict, main_head: str | None) -> Path:
+    """Result (paragraphs, test metrics), learning curves, confusion matrices, layers: those the
+    run directory has."""
+    tables = [metrics_table(test, main_head)] if test else []
     sections = [Section("Result", paragraphs=paragraphs, tables=tables)]
     curves = curve_figures(run_dir)
     if curves:
@@ -82,4 +77,26 @@ def write_train_report(run_dir, *, model: str, dataset: str, summary: dict) -> P
     layers = run_dir / "layers.json"
     if layers.is_file():
         sections.append(Section("Layers", tables=[layers_table(json.loads(layers.read_text()))]))
-    return write_report(run_dir / "index.html", f"Training: {model} on {dataset}", sections, subtitle=str(run_dir))
+    return write_report(run_dir / "index.html", title, sections, subtitle=str(run_dir))
+
+
+def write_train_report(run_dir, *, model: str, dataset: str, summary: dict) -> Path:
+    """Write ``<run dir>/index.html`` from the files the run wrote and its ``summary`` (train.py's:
+    best_checkpoint, epochs, global_step, test, main_head, best_val_acc, cut_short)."""
+    paragraphs = [f"Checkpoint: {summary.get('best_checkpoint') or 'none kept'} (best by validation accuracy"
+                  + (f", {summary['best_val_acc']:.4f}" if summary.get("best_val_acc") is not None else "") + ").",
+                  f"Epochs: {summary.get('epochs', '?')}; steps: {summary.get('global_step', '?')}."]
+    if summary.get("cut_short"):
+        paragraphs.append("CUT SHORT: " + "; ".join(summary["cut_short"])
+                          + ". visualize.py's checkpoint search skips this run.")
+    return _results_report(Path(run_dir), f"Training: {model} on {dataset}", paragraphs,
+                           summary.get("test") or {}, summary.get("main_head"))
+
+
+def write_eval_report(run_dir, *, model: str, dataset: str, checkpoint, trained_on: str | None, test_images: int,
+                      test: dict, main_head: str | None) -> Path:
+    """Write an eval.py run's ``<run dir>/index.html``: the checkpoint, the test metrics and the
+    confusion matrices on ``dataset``."""
+    paragraphs = [f"Checkpoint: {checkpoint} ({model}, trained on {trained_on or 'unknown'}).",
+                  f"Tested on {dataset}: {test_images} images."]
+    return _results_report(Path(run_dir), f"Evaluation: {model} on {dataset}", paragraphs, test, main_head)

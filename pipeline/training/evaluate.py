@@ -107,6 +107,11 @@ def run_evaluation(cfg: DictConfig) -> dict:
                                            checkpoint=ckpt, test_images=n_test, class_names=datamodule.class_names,
                                            extra=extra)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    from pipeline.report.train_report import write_eval_report
+
+    write_eval_report(run_dir, model=hp.get("name", "model"), dataset=datamodule.name, checkpoint=ckpt,
+                      trained_on=hp.get("dataset"), test_images=n_test, test=module.test_results,
+                      main_head=module.main_head)
     summary = {"run_dir": run_dir, "checkpoint": ckpt, "model": hp.get("name", "model"), "trained_on": hp.get("dataset"),
                "dataset": datamodule.name, "test_images": n_test, "test": module.test_results,
                "main_head": module.main_head, "metrics": metrics}

@@ -77,3 +77,20 @@ def test_visualize_report_shows_the_same_training_figures(tmp_path):
                           ckpt=run / "checkpoints" / "best.ckpt")
     section = _model_section(ctx)
     assert [f.path for f in section.figures] == [f.path for f in training_figures(run)]
+
+
+def test_eval_report_shows_metrics_and_confusion_matrices(tmp_path):
+    from pipeline.report.train_report import write_eval_report
+
+    run = tmp_path / "eval"
+    (run / "confusion").mkdir(parents=True)
+    names = head_class_names("angle", 12, class_names())
+    write_confusion_csv(np.eye(12, dtype=int), names, run / "confusion" / "angle.csv")
+    plot_confusion_matrix(np.eye(12, dtype=int), names, run / "confusion" / "angle.png", "m on lines_folder, angle")
+    out = write_eval_report(run, model="multihead", dataset="lines_folder", checkpoint="/r/best.ckpt", trained_on="lines",
+                            test_images=12, test={"angle": {"accuracy": 1.0, "f1_macro": 1.0}}, main_head="angle")
+    text = out.read_text()
+    assert "Evaluation: multihead on lines_folder" in text and "trained on lines" in text and "/r/best.ckpt" in text
+    p = _Links()
+    p.feed(text)
+    assert p.imgs == ["confusion/angle.png"] and "confusion/angle.png" in p.links
