@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,21 +27,30 @@ sys.path.insert(0, str(ROOT))
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from _timing import cpu_model  # noqa: E402
+
 from pipeline.errors import CnnvisError  # noqa: E402
+from pipeline.jobs.filters import data_prior  # noqa: E402
 from pipeline.training.checkpoints import load_lit_module  # noqa: E402
 from pipeline.training.registry import list_runs  # noqa: E402
 from pipeline.visualization.feature_vis import FeatureVisualizer  # noqa: E402
 
-CONF = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(ROOT / "conf/job/filters.yaml"))["filters"].items()
-        if k in ("param", "transforms", "steps", "lr", "noise", "jitter", "scale", "rotate", "l1", "tv", "blur")}
-PLAIN = {**CONF, "param": "pixel", "transforms": [], "l1": 0.0, "tv": 0.0, "blur": 0.0}
+_JOB = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/job/filters.yaml"))["filters"]
+_KEYS = ("param", "transforms", "steps", "lr", "noise", "jitter", "scale", "rotate", "l1", "lhalf", "centre", "tv",
+         "blur", "channels")
 
 
-def cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+def configured(dataset: str) -> dict:
+    """The job's settings (conf/job/filters.yaml) for a model trained on ``dataset`` (its L½/centre prior)."""
+    s = {k: v for k, v in _JOB.items() if k in _KEYS}
+    s["lhalf"], s["centre"], s["channels"] = data_prior(dataset, s["lhalf"], s["centre"], s["channels"],
+                                                        _JOB.get("priors"))
+    return s
+
+
+CONF, CONF_MNIST = configured("lines"), configured("mnist")
+PLAIN = {**CONF, "param": "pixel", "transforms": [], "l1": 0.0, "lhalf": 0.0, "centre": 0.0, "tv": 0.0, "blur": 0.0,
+         "channels": None}
 
 
 def newest(dataset: str, model: str):
@@ -65,12 +73,29 @@ def axis_deg(img: torch.Tensor) -> float:
     return (0.5 * math.degrees(math.atan2(float(2 * mu11), float(mu20 - mu02)))) % 180
 
 
+def angle_errors(patterns) -> list[float]:
+    """Per angle class i (15 i degrees): |principal axis - class angle|, degrees in [0, 90]."""
+    return [abs((axis_deg(p) - 15 * i + 90) % 180 - 90) for i, p in enumerate(patterns)]
+
+
+def colour_shares(patterns) -> list[float]:
+    """Share of the energy (sum of squares) in the red channel of picture 0 and the blue one of picture 1."""
+    return [float(patterns[row].pow(2).sum(dim=(1, 2))[ch] / patterns[row].pow(2).sum().clamp_min(1e-12))
+            for row, ch in ((0, 0), (1, 2))]
+
+
+def judge_hits(judge, patterns) -> torch.Tensor:
+    """The judge's predicted digit for each of the 10 class pictures."""
+    with torch.no_grad():
+        return judge(patterns).argmax(1)
+
+
 def angle_bar(net, steps):
     vis = FeatureVisualizer(net, "heads.angle", (3, 28, 28))
     out = {}
     for name, s in (("configured", CONF), ("plain pixel", PLAIN)):
         res = vis(objective="class", **{**s, "steps": steps})
-        errs = [abs((axis_deg(p) - 15 * i + 90) % 180 - 90) for i, p in enumerate(res.patterns)]
+        errs = angle_errors(res.patterns)
         ok = sum(e <= 7.5 for e in errs)
         print(f"  angle {name:12s}: {ok}/12 within 7.5 deg (errors {[round(e) for e in errs]})  "
               f"[bar >= 11/12: {'MET' if ok >= 11 else 'NOT MET'}]")
@@ -79,12 +104,12 @@ def angle_bar(net, steps):
 
 
 def colour_bar(net, steps):
-    res = FeatureVisualizer(net, "heads.colour", (3, 28, 28))(objective="class", **{**CONF, "steps": steps})
-    for row, (name, ch) in enumerate((("red", 0), ("blue", 2))):
-        e = res.patterns[row].pow(2).sum(dim=(1, 2))
-        share = float(e[ch] / e.sum())
-        print(f"  colour {name}: {share:.0%} of the energy in the {name} channel  [bar >= 80 %: "
-              f"{'MET' if share >= 0.8 else 'NOT MET'}]")
+    vis = FeatureVisualizer(net, "heads.colour", (3, 28, 28))
+    for label, s in (("configured", CONF), ("plain pixel", PLAIN)):
+        shares = colour_shares(vis(objective="class", **{**s, "steps": steps}).patterns)
+        for name, share in zip(("red", "blue"), shares):
+            print(f"  colour {label:12s} {name}: {share:.0%} of the energy in the {name} channel  [bar >= 80 %: "
+                  f"{'MET' if share >= 0.8 else 'NOT MET'}]")
 
 
 def mnist_bar(steps):
@@ -93,10 +118,8 @@ def mnist_bar(steps):
         print("  MNIST: skipped (needs complete mnist/cnn_basic and mnist/cnn_deep runs)")
         return
     vis = FeatureVisualizer(basic, "classifier", (1, 28, 28))
-    for name, s in (("configured", CONF), ("plain pixel", PLAIN)):
-        res = vis(objective="class", **{**s, "steps": steps})
-        with torch.no_grad():
-            pred = deep(res.patterns).argmax(1)
+    for name, s in (("configured", CONF_MNIST), ("plain pixel", PLAIN)):
+        pred = judge_hits(deep, vis(objective="class", **{**s, "steps": steps}).patterns)
         ok = int((pred == torch.arange(10)).sum())
         print(f"  MNIST {name:12s}: cnn_deep reads {ok}/10 as the intended digit ({pred.tolist()})  "
               f"[bar >= 8/10: {'MET' if ok >= 8 else 'NOT MET'}]")
@@ -136,7 +159,7 @@ def job_bar(net):
     from pipeline.jobs.filters import FiltersJob
 
     ctx = SimpleNamespace(net=net, input_shape=(3, 28, 28), head_classes=dict(net.head_classes),
-                          class_names=[str(i) for i in range(96)])
+                          class_names=[str(i) for i in range(96)], dataset_name="lines")
     t = time.perf_counter()
     job = FiltersJob(ctx, None, 0, **CONF)
     result = job.compute(None, 64)
@@ -163,7 +186,8 @@ def main() -> None:
     ap.add_argument("--skip-mnist", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"feature visualization bench; configured = {CONF}")
+    print(f"feature visualization bench ({cpu_model()}, {args.threads} thread(s)); configured (lines) = {CONF}; "
+          f"MNIST: lhalf {CONF_MNIST['lhalf']:g}, centre {CONF_MNIST['centre']:g}, channels {CONF_MNIST['channels']}")
     net = newest("lines", "multihead")
     if net is None:
         sys.exit("no complete lines/multihead run: python train.py first")

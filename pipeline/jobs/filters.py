@@ -27,20 +27,38 @@ from pipeline.visualization.feature_vis import FeatureVisualizer, head_layers
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import conv_layer_names
 
-__all__ = ["FiltersJob"]
+__all__ = ["FiltersJob", "data_prior"]
 
 LEGEND = {"channel": "mean activation of the channel", "neuron": "activation of the channel's centre unit",
           "class": "the head's logit for the class (p: the model's probability for that class on this picture)"}
 
 
+def data_prior(dataset: str | None, lhalf: float | None, centre: float | None, channels: list[int] | None = None,
+               priors: dict | None = None) -> tuple[float, float, list[int] | None]:
+    """``(lhalf, centre, channels)``: the given values, or where None the dataset's prior: ``priors[dataset]``, else
+    ``priors["default"]`` (``filters.priors`` in conf/job/filters.yaml, measured by
+    benchmarks/grid_feature_vis.py), else 0."""
+    priors = priors or {}
+    prior = priors.get(dataset) or priors.get("default") or {}
+    channels = prior.get("channels") if channels is None else channels
+    return (float(prior.get("lhalf", 0.0)) if lhalf is None else float(lhalf),
+            float(prior.get("centre", 0.0)) if centre is None else float(centre),
+            None if channels is None else [int(c) for c in channels])
+
+
 class FiltersJob:
     def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, objective: str = "channel",
-                 param: str = "fft", transforms: list[str] | None = None, steps: int = 128, lr: float = 0.05,
+                 param: str = "pixel", transforms: list[str] | None = None, steps: int = 32, lr: float = 0.05,
                  noise: float = 0.01, jitter: float = 2.0, scale: float = 0.1, rotate: float = 10.0, l1: float = 0.0,
-                 tv: float = 0.0, blur: float = 0.0, diversity: float = 0.0, copies: int = 1,
+                 lhalf: float | None = None, centre: float | None = None, channels: list[int] | None = None,
+                 priors: dict | None = None, tv: float = 0.0, blur: float = 0.0, diversity: float = 0.0, copies: int = 1,
                  classes: list[int] | None = None, class_pictures: bool = True, top: int = 25,
                  max_filters: int | None = None):
         self.ctx, self.seed, self.top, self.max_filters, self.classes = ctx, seed, top, max_filters, classes
+        lhalf, centre, channels = data_prior(getattr(ctx, "dataset_name", None), lhalf, centre, channels, priors)
+        if channels is not None and not all(0 <= c < ctx.input_shape[0] for c in channels):
+            raise CnnvisError(f"filters.channels={list(channels)} is invalid: the input has channels "
+                              f"0..{ctx.input_shape[0] - 1}")
         def bad(msg):
             return CnnvisError(f"filters: {msg}")
         if objective not in OBJECTIVES:
@@ -57,7 +75,7 @@ class FiltersJob:
         if lr <= 0:
             raise CnnvisError(f"filters.lr={lr} is invalid: it must be positive")
         for key, value in (("noise", noise), ("jitter", jitter), ("scale", scale), ("rotate", rotate), ("l1", l1),
-                           ("tv", tv), ("blur", blur), ("diversity", diversity)):
+                           ("lhalf", lhalf), ("centre", centre), ("tv", tv), ("blur", blur), ("diversity", diversity)):
             if value < 0:
                 raise CnnvisError(f"filters.{key}={value} is invalid: it must be >= 0")
         heads = head_layers(ctx.net, ctx.input_shape)
@@ -83,7 +101,7 @@ class FiltersJob:
                 self.jobs += [(n, "class") for n in self._outer(heads)]
         self.heads = heads
         self.settings = dict(param=param, transforms=transforms, steps=steps, lr=lr, noise=noise, jitter=jitter,
-                             scale=scale, rotate=rotate, l1=l1, tv=tv, blur=blur, diversity=diversity, copies=copies)
+                             scale=scale, rotate=rotate, l1=l1, lhalf=lhalf, centre=centre, channels=channels, tv=tv, blur=blur, diversity=diversity, copies=copies)
 
     @staticmethod
     def _outer(heads: dict) -> list[str]:
@@ -114,18 +132,26 @@ class FiltersJob:
     def store(self, result: dict, writer, run_dir: Path) -> None:
         for res in result["patterns"]:
             writer.write_filters(res.layer, res.patterns, res.scores, res.start_scores, res.targets, res.ranking,
-                                 attrs={**res.settings, "transforms": ",".join(res.settings["transforms"])},
+                                 attrs={**res.settings, "transforms": ",".join(res.settings["transforms"]),
+                                        "channels": ",".join(map(str, res.settings["channels"] or [])) or "all"},
                                  objective=res.objective, probs=res.probs)
         for layer, w in result["kernels"].items():
             writer.write_kernels(layer, w)
+
+    def how(self) -> str:
+        """The optimization in words (figure legends, report)."""
+        s = self.settings
+        pens = ", ".join(f"{k} {s[k]:g}" for k in ("l1", "lhalf", "centre", "tv", "blur") if s[k])
+        pens += f"; channels {s['channels']} only" if s["channels"] is not None else ""
+        return (f"{s['param']} parametrization, transforms {'+'.join(s['transforms']) or 'none'}, {s['steps']} Adam "
+                f"steps (lr {s['lr']:g})" + (f"; penalties x |score|: {pens}" if pens else ""))
 
     def render(self, result: dict, fig_dir: Path) -> dict[str, list[Figure]]:
         from pipeline.rendering.feature_figures import render_feature_grid, render_kernel_grid
 
         d = fig_dir / "filters"
         figures: dict[str, list[Figure]] = {}
-        s = self.settings
-        how = f"{s['param']} parametrization, transforms {'+'.join(s['transforms']) or 'none'}, {s['steps']} steps"
+        how = self.how()
         for res in result["patterns"]:
             names = self.class_names(res.layer) if res.objective == "class" else None
             legend = (f"#rank by score; {'class' if names else 'u<unit>'}; score = {LEGEND[res.objective]} "
@@ -154,11 +180,9 @@ class FiltersJob:
             rows.append([res.layer, res.objective, len(res), float(res.start_scores.mean()), float(res.scores.mean()),
                          self.class_names(res.layer)[best] if res.objective == "class" else best,
                          float(res.scores.max())])
-        s = self.settings
         return Section("Filter patterns (feature visualization)",
-                       paragraphs=[f"The picture each unit wants: {s['steps']} Adam steps (lr {s['lr']}) on a "
-                                   f"{s['param']} parametrization, transforms {', '.join(s['transforms']) or 'none'} "
-                                   f"per step, all targets of a layer in one batch. Scores: "
+                       paragraphs=[f"The picture each unit wants ({self.how()}; transforms drawn per step), "
+                                   f"all targets of a layer in one batch. Scores: "
                                    + "; ".join(f"{k}: {v}" for k, v in LEGEND.items())
                                    + ". Stored under filters/<layer>/<objective>, raw kernels under kernels/<layer>."],
                        observations=feature_observations(result, self),

@@ -5,8 +5,11 @@
 - ``class``: a head's logit for class t (a binary head with one logit: +logit for class 1,
   -logit for class 0).
 
-Penalties (weights ``l1``, ``tv``, ``blur``, all >= 0): mean |x| (L1: the datasets' background is
-black), mean absolute difference of neighbouring pixels (total variation), mean squared difference
+Penalties (weights ``l1``, ``lhalf``, ``tv``, ``blur``, all >= 0): mean |x| (L1: the datasets' background
+is black); mean sqrt(|x| + 0.01) (L½: concave, so a few bright pixels cost less than many dim ones of
+the same total -- the data is one bright thin line on black); ``centre`` >= 0 weighs the L1 and L½ cost
+of a pixel at distance r from the centre by 1 + centre (r / half-side)^2 (the picture is drawn at the
+centre instead of tiling the image); mean absolute difference of neighbouring pixels (total variation), mean squared difference
 between the image and its blurred copy. The optimization subtracts them times the picture's own
 |objective| (held constant in the gradient), so one weight means the same for a channel mean of
 about 1 and a logit of about 1000: at ``l1=1`` lowering mean |x| by 1 % is worth 1 % of the objective. ``diversity``
@@ -20,9 +23,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OBJECTIVES", "objective_values", "penalties", "diversity_term", "gaussian_blur"]
+__all__ = ["OBJECTIVES", "objective_values", "penalties", "centre_weights", "diversity_term", "gaussian_blur"]
 
 OBJECTIVES = ("channel", "neuron", "class")
+LHALF_EPS = 0.01  # sqrt(|x| + eps): a finite slope at 0
 
 
 def objective_values(out: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
@@ -56,11 +60,23 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def penalties(x: torch.Tensor, *, l1: float = 0.0, tv: float = 0.0, blur: float = 0.0) -> torch.Tensor:
-    """``[n]``: the weighted image penalties (0 where every weight is 0)."""
+def centre_weights(h: int, w: int, centre: float, *, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``[h, w]``: 1 + centre * (r / half-side)^2, r the distance of a pixel from the image centre."""
+    y = torch.arange(h, dtype=dtype, device=device) - (h - 1) / 2
+    x = torch.arange(w, dtype=dtype, device=device) - (w - 1) / 2
+    return 1 + centre * (y[:, None] ** 2 / (h / 2) ** 2 + x[None, :] ** 2 / (w / 2) ** 2)
+
+
+def penalties(x: torch.Tensor, *, l1: float = 0.0, lhalf: float = 0.0, centre: float = 0.0, tv: float = 0.0,
+              blur: float = 0.0) -> torch.Tensor:
+    """``[n]``: the weighted image penalties (0 where every weight is 0). ``centre`` weighs each pixel's
+    L1 / L½ cost by :func:`centre_weights` (pixels far from the centre cost more)."""
     total = x.new_zeros(len(x))
+    wmap = centre_weights(*x.shape[-2:], centre, dtype=x.dtype, device=x.device) if centre else 1.0
     if l1:
-        total = total + l1 * x.abs().flatten(1).mean(1)
+        total = total + l1 * (x.abs() * wmap).flatten(1).mean(1)
+    if lhalf:
+        total = total + lhalf * ((x.abs() + LHALF_EPS).sqrt() * wmap).flatten(1).mean(1)
     if tv:
         dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
         dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)

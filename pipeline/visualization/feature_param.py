@@ -64,13 +64,14 @@ def fft_params_from_image(image: torch.Tensor, decay: float = 1.0) -> torch.Tens
 class Parametrization:
     """The parameters of a batch of ``n`` images ``(C, H, W)`` and the map to images in [0, 1].
 
-    ``params`` is the leaf tensor to optimize; ``image()`` the images (differentiable);
+    ``params`` is the leaf tensor to optimize; ``image()`` the images (differentiable; with ``channels``
+    only those colour channels are used, the others stay 0 -- the data's colour space);
     ``project()`` keeps pixel parameters in range after an optimizer step. The start is seeded:
     mid-grey plus noise of std ``noise`` (pixel), or a spectrum of std ``noise`` (fft).
     """
 
     def __init__(self, kind: str, n: int, shape: tuple[int, int, int], *, seed: int = 0, noise: float = 0.01,
-                 decay: float = 1.0, device=None, dtype=torch.float32):
+                 decay: float = 1.0, channels=None, device=None, dtype=torch.float32):
         if kind not in PARAMS:
             raise ValueError(f"unknown parametrization {kind!r}: use one of {', '.join(PARAMS)}")
         self.kind, self.shape, self.decay = kind, tuple(shape), float(decay)
@@ -81,12 +82,15 @@ class Parametrization:
         else:
             start = noise * torch.randn((n, c, h, w // 2 + 1, 2), generator=g, dtype=torch.float64)
         self.params = start.to(device=device, dtype=dtype).requires_grad_(True)
+        self.mask = None
+        if channels is not None:
+            self.mask = torch.zeros((1, c, 1, 1), device=device, dtype=dtype)
+            self.mask[:, list(channels)] = 1
 
     def image(self, params: torch.Tensor | None = None) -> torch.Tensor:
         p = self.params if params is None else params
-        if self.kind == "pixel":
-            return p
-        return fft_to_image(p, self.shape[1], self.shape[2], self.decay)
+        img = p if self.kind == "pixel" else fft_to_image(p, self.shape[1], self.shape[2], self.decay)
+        return img if self.mask is None else img * self.mask
 
     @torch.no_grad()
     def project(self, params: torch.Tensor | None = None) -> None:

@@ -176,7 +176,8 @@ class FeatureVisualizer:
             with torch.enable_grad():
                 img = par.image(leaf)
                 obj = objective_values(self._to_layer(apply_transforms(img, draws[step])), tg, s["objective"])
-                gain = obj - obj.detach().abs() * penalties(img, l1=s["l1"], tv=s["tv"], blur=s["blur"])
+                gain = obj - obj.detach().abs() * penalties(img, l1=s["l1"], lhalf=s["lhalf"], centre=s["centre"],
+                                                               tv=s["tv"], blur=s["blur"])
                 if s["diversity"] and s["copies"] > 1:
                     gain = gain - s["diversity"] * diversity_term(img, s["copies"])
                 g, = torch.autograd.grad(-gain.sum(), leaf)
@@ -193,20 +194,27 @@ class FeatureVisualizer:
         return img.detach().float().cpu(), scores.float().cpu(), start_scores.float().cpu(), probs
 
     def _run(self, targets, batched: bool, objective="channel", param="fft", transforms=("jitter", "scale", "rotate"),
-             steps=128, lr=0.05, jitter=2.0, scale=0.1, rotate=10.0, l1=0.0, tv=0.0, blur=0.0, diversity=0.0,
-             copies=1, seed=0, noise=0.01, batch_size=None) -> FeatureResult:
+             steps=128, lr=0.05, jitter=2.0, scale=0.1, rotate=10.0, l1=0.0, lhalf=0.0, centre=0.0, tv=0.0, blur=0.0,
+             diversity=0.0, copies=1, seed=0, noise=0.01, channels=None, batch_size=None) -> FeatureResult:
         transforms = check_transforms(transforms)
-        if steps < 0 or lr <= 0 or min(l1, tv, blur, diversity, noise, jitter, scale, rotate) < 0 or copies < 1:
-            raise ValueError("steps >= 0, lr > 0, copies >= 1 and l1, tv, blur, diversity, noise, jitter, scale, "
-                             "rotate >= 0 are required")
+        weights = (l1, lhalf, centre, tv, blur, diversity, noise, jitter, scale, rotate)
+        if steps < 0 or lr <= 0 or min(weights) < 0 or copies < 1:
+            raise ValueError("steps >= 0, lr > 0, copies >= 1 and l1, lhalf, centre, tv, blur, diversity, noise, "
+                             "jitter, scale, rotate >= 0 are required")
+        if channels is not None:
+            channels = sorted({int(c) for c in channels})
+            if not channels or channels[0] < 0 or channels[-1] >= self.input_shape[0]:
+                raise ValueError(f"channels {channels} must be a non-empty subset of 0..{self.input_shape[0] - 1}")
         with torch.inference_mode(False):  # plain tensors even when called under inference_mode
             t = self.check(objective, targets).repeat_interleave(int(copies))
         s = dict(objective=objective, param=param, transforms=list(transforms), steps=int(steps), lr=float(lr),
-                 jitter=float(jitter), scale=float(scale), rotate=float(rotate), l1=float(l1), tv=float(tv),
-                 blur=float(blur), diversity=float(diversity), copies=int(copies), seed=int(seed), noise=float(noise))
+                 jitter=float(jitter), scale=float(scale), rotate=float(rotate), l1=float(l1), lhalf=float(lhalf),
+                 centre=float(centre), tv=float(tv), blur=float(blur), diversity=float(diversity), copies=int(copies),
+                 seed=int(seed), noise=float(noise), channels=channels)
         p = next(self.model.parameters())
         with torch.inference_mode(False):
-            par = Parametrization(param, len(t), self.input_shape, seed=seed, noise=noise, device=p.device, dtype=p.dtype)
+            par = Parametrization(param, len(t), self.input_shape, seed=seed, noise=noise, channels=channels,
+                                  device=p.device, dtype=p.dtype)
             draws = draw_transforms(steps, len(t), transforms, jitter=jitter, scale=scale, rotate=rotate, seed=seed)
         size = len(t) if batch_size in (None, 0) else int(batch_size) * int(copies)
         if not batched:

@@ -65,6 +65,10 @@ def test_fft_parametrization_inverse(c):
     par = Parametrization("fft", 3, (c, 12, 10), seed=1, dtype=torch.float64)
     img = par.image().detach()
     assert img.shape == (3, c, 12, 10) and float(img.min()) > 0 and float(img.max()) < 1
+    if c == 3:  # only the data's colour channels: the others are exactly 0, for either parametrization
+        for kind in ("fft", "pixel"):
+            img = Parametrization(kind, 2, (3, 6, 6), seed=1, channels=[0, 2]).image().detach()
+            assert float(img[:, 1].abs().max()) == 0.0 and float(img[:, [0, 2]].min()) > 0
 
 
 def test_transforms_geometry():
@@ -94,6 +98,7 @@ def test_batched_equals_one_at_a_time(multi):
     net = multi.double()
     vis = FeatureVisualizer(net, "features.conv2", (3, 28, 28))
     kw = dict(objective="channel", param="fft", transforms=["jitter", "scale", "rotate"], steps=4, lr=0.05, l1=0.1,
+              lhalf=0.1, centre=2.0,
               tv=0.1, blur=0.1)
     a, b = vis([0, 3, 5], **kw), vis.one_at_a_time([0, 3, 5], **kw)
     assert torch.allclose(a.patterns, b.patterns, atol=1e-9) and torch.allclose(a.scores, b.scores, atol=1e-9)
@@ -108,6 +113,8 @@ def test_heads_and_class_errors(multi):
     assert "features.conv3" not in heads
     with pytest.raises(ValueError, match="needs a head layer"):
         FeatureVisualizer(multi, "features.conv3", (3, 28, 28))(objective="class", steps=1)
+    with pytest.raises(ValueError, match="channels"):
+        FeatureVisualizer(multi, "features.conv1", (3, 28, 28))(channels=[3], steps=1)
     with pytest.raises(ValueError, match="class 12 is out of range"):
         FeatureVisualizer(multi, "heads.angle", (3, 28, 28))([12], objective="class", steps=1)
     res = FeatureVisualizer(multi, "heads.colour", (3, 28, 28))(objective="class", steps=3, copies=2, diversity=1.0)
@@ -151,7 +158,7 @@ def test_job_store_render(multi, tmp_path):
     run = H5Run(tmp_path / "v.h5")
     f = run.filters("heads.angle", "class")
     assert f["patterns"].shape == (12, 3, 28, 28) and f["targets"].tolist() == list(range(12))
-    assert f["attrs"]["param"] == "fft" and f["probs"].shape == (12,)
+    assert f["attrs"]["param"] == "pixel" and f["probs"].shape == (12,)
     assert run.filter_objectives("features.conv1") == ["channel"]
     np.testing.assert_array_equal(run.kernels("features.conv1"), multi.features.conv1.weight.detach().numpy())
     figs = job.render(result, tmp_path / "fig")
@@ -161,3 +168,62 @@ def test_job_store_render(multi, tmp_path):
     assert "heads.angle_class_top6.png" in names
     section = job.section(result, figs)
     assert any("class pictures" in o for o in section.observations)
+
+
+def test_dataset_prior_fills_what_is_not_given(multi):
+    from pipeline.jobs.filters import FiltersJob, data_prior
+
+    priors = {"lines": {"lhalf": 20.0, "centre": 100.0}, "default": {"lhalf": 10.0, "centre": 3.0}}
+    priors["lines"]["channels"] = [0, 2]
+    assert data_prior("lines", None, None, None, priors) == (20.0, 100.0, [0, 2])
+    assert data_prior("mnist", None, None, None, priors) == (10.0, 3.0, None)
+    assert data_prior("lines", 1.0, None, [1], priors) == (1.0, 100.0, [1])  # a given value wins
+    assert data_prior("lines", None, None, None, None) == (0.0, 0.0, None)
+    ctx = _ctx(multi)
+    ctx.dataset_name = "lines"
+    job = FiltersJob(ctx, ["features.conv1"], 0, steps=1, priors=priors)
+    assert (job.settings["lhalf"], job.settings["centre"], job.settings["channels"]) == (20.0, 100.0, [0, 2])
+    res = job.compute(None, 8)["patterns"][0]
+    assert (res.settings["lhalf"], res.settings["centre"]) == (20.0, 100.0)
+    assert float(res.patterns[:, 1].abs().max()) == 0.0 and float(res.patterns[:, [0, 2]].max()) > 0  # green stays 0
+    with pytest.raises(CnnvisError, match="filters.channels"):
+        FiltersJob(ctx, ["features.conv1"], 0, steps=1, channels=[3])
+
+
+def test_lhalf_and_centre_penalty_values():
+    """L½ = w * mean sqrt(|x| + 0.01); centre weighs each pixel's L1 / L½ by 1 + c (r / half-side)^2."""
+    from pipeline.visualization.feature_objectives import LHALF_EPS, centre_weights, penalties
+
+    w = centre_weights(4, 4, 2.0, dtype=torch.float64)
+    r2 = torch.tensor([1.5, 0.5, 0.5, 1.5], dtype=torch.float64) ** 2 / 4  # (offset / half-side)^2 per row/col
+    torch.testing.assert_close(w, 1 + 2.0 * (r2[:, None] + r2[None, :]))
+    assert torch.equal(centre_weights(4, 4, 0.0), torch.ones(4, 4))
+    x = torch.rand(3, 2, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(penalties(x, lhalf=3.0), 3.0 * (x + LHALF_EPS).sqrt().flatten(1).mean(1))
+    torch.testing.assert_close(penalties(x, l1=2.0, centre=2.0), 2.0 * (x * w).flatten(1).mean(1))
+    torch.testing.assert_close(penalties(x, lhalf=1.0, centre=2.0), ((x + LHALF_EPS).sqrt() * w).flatten(1).mean(1))
+    # L½ prefers one bright pixel to the same total spread thin (L1 cannot tell them apart)
+    one, spread = torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 1 / 16)
+    one[0, 0, 1, 1] = 1.0
+    assert float(penalties(one, lhalf=1.0)) < float(penalties(spread, lhalf=1.0))
+    torch.testing.assert_close(penalties(one, l1=1.0), penalties(spread, l1=1.0))
+
+
+def test_centre_penalty_keeps_the_centre_and_clears_the_border():
+    """A unit that is the plain sum of all pixels: with the centre-weighted L½ (relative weights) the
+    picture keeps its centre lit and the far pixels go to the black background. A flipped sign
+    or a weight map that grew towards the centre would do the opposite."""
+    class Sum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 8, bias=False)
+            nn.init.ones_(self.conv.weight)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    res = FeatureVisualizer(Sum().double(), "conv", (1, 8, 8))(objective="channel", param="pixel", transforms=[],
+                                                                 steps=60, lr=0.1, noise=0.0, lhalf=4.0, centre=20.0)
+    img = res.patterns[0, 0]
+    assert float(img[3:5, 3:5].min()) == 1.0 and float(img[0, 0]) == 0.0 and float(img[0, 7]) == 0.0
+    assert float(img.mean()) < 0.5
