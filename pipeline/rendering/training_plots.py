@@ -198,8 +198,13 @@ def _grid(n: int, title: str) -> tuple[Figure, list]:
     fig = Figure(figsize=(4.4 * ncols if n > 1 else 7.0, 3.3 * nrows + 1.0 if n > 1 else 4.8),
                  layout="constrained")
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
-    fig.suptitle(title, fontsize=12)
+    if n > 1:  # one panel: its own title is the figure's (one title, not two)
+        fig.suptitle(title, fontsize=12)
     return fig, axes
+
+
+def _title(ax, name: str, test: float | None, fmt: str) -> None:
+    ax.set_title(name + ("" if test is None else f": test {test:{fmt}}"), fontsize=10 if len(ax.figure.axes) > 1 else 12)
 
 
 def _last_epoch(series: dict[str, _Series]) -> float:
@@ -233,7 +238,7 @@ def learning_curve_figures(metrics_csv) -> dict[str, Figure]:
 
     if any(f"{st}/loss" in series for st in ("train", "val", "test")):
         fig, (ax,) = _grid(1, "Loss")
-        _panel(ax, series, bounds, "loss", "", last, "loss")
+        _title(ax, "Loss", _panel(ax, series, bounds, "loss", "", last, "loss"), ".4g")
         ys = [v for k in ("train/loss", "val/loss") if k in series
               for pts in (series[k].epoch, series[k].step) for _, _, v in pts]
         if ys and min(ys) > 0 and max(ys) / min(ys) > 50:
@@ -247,8 +252,7 @@ def learning_curve_figures(metrics_csv) -> dict[str, Figure]:
         fig, axes = _grid(len(acc_panels), "Accuracy" + (" per head" if acc_heads else ""))
         for ax, suffix in zip(axes, acc_panels):
             test = _panel(ax, series, bounds, "acc", suffix, last, "accuracy")
-            name = suffix[1:] if suffix else ("aggregate (all heads right)" if acc_heads else "accuracy")
-            ax.set_title(name + ("" if test is None else f": test {test:.2%}"), fontsize=10)
+            _title(ax, suffix[1:] if suffix else ("aggregate (all heads right)" if acc_heads else "Accuracy"), test, ".2%")
         _legend_below(fig, axes)
         figures["accuracy"] = fig
 
@@ -257,9 +261,7 @@ def learning_curve_figures(metrics_csv) -> dict[str, Figure]:
         fig, axes = _grid(len(f1_heads), "Macro F1" + (" per head" if len(f1_heads) > 1 else ""))
         for ax, suffix in zip(axes, f1_heads):
             test = _panel(ax, series, bounds, "f1", suffix, last, "macro F1")
-            head = suffix[1:]
-            ax.set_title(("macro F1" if head == "class" else f"{head}: macro F1")
-                         + ("" if test is None else f", test {test:.3f}"), fontsize=10)
+            _title(ax, "Macro F1" if len(f1_heads) == 1 else suffix[1:], test, ".3f")
         _legend_below(fig, axes)
         figures["f1"] = fig
     return figures

@@ -273,3 +273,16 @@ def test_one_epoch_axis_shows_whole_epochs(tmp_path):
     for ax in fig.axes:
         assert ax.get_xlim() == (0.5, 1.5)
         assert [t.get_text() for t in ax.get_xticklabels() if 0.5 <= t.get_position()[0] <= 1.5] == ["1"]
+
+
+def test_a_single_panel_figure_has_one_title(tmp_path):
+    """A single-head model: loss, accuracy and F1 each one panel whose title is the figure's, with the test value."""
+    cols = ["epoch", "step", "train/loss", "train/acc", "val/acc", "val/loss", "val/f1_class", "test/acc", "test/loss",
+            "test/f1_class"]
+    rows = [{"epoch": 0, "step": 5, "train/loss": 0.5, "train/acc": 0.8},
+            {"epoch": 0, "step": 5, "val/acc": 0.85, "val/loss": 0.4, "val/f1_class": 0.84},
+            {"epoch": 1, "step": 6, "test/acc": 0.86, "test/loss": 0.39, "test/f1_class": 0.855}]
+    figs = learning_curve_figures(_write_metrics(tmp_path / "metrics.csv", cols, rows))
+    titles = {name: [t for t in [fig._suptitle and fig._suptitle.get_text(), *[ax.get_title() for ax in fig.axes]] if t]
+              for name, fig in figs.items()}
+    assert titles == {"loss": ["Loss: test 0.39"], "accuracy": ["Accuracy: test 86.00%"], "f1": ["Macro F1: test 0.855"]}
