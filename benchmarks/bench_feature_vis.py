@@ -40,15 +40,15 @@ _KEYS = ("param", "transforms", "steps", "lr", "noise", "jitter", "scale", "rota
          "blur", "channels")
 
 
-def configured(dataset: str) -> dict:
-    """The job's settings (conf/job/filters.yaml) for a model trained on ``dataset`` (its L½/centre prior)."""
+def configured(dataset: str, objective: str = "class") -> dict:
+    """The job's settings (conf/job/filters.yaml) for a model trained on ``dataset`` (its prior for the objective)."""
     s = {k: v for k, v in _JOB.items() if k in _KEYS}
-    s["lhalf"], s["centre"], s["channels"] = data_prior(dataset, s["lhalf"], s["centre"], s["channels"],
+    s["lhalf"], s["centre"], s["channels"] = data_prior(dataset, objective, s["lhalf"], s["centre"], s["channels"],
                                                         _JOB.get("priors"))
     return s
 
 
-CONF, CONF_MNIST = configured("lines"), configured("mnist")
+CONF, CONF_MNIST, CONF_UNIT = configured("lines"), configured("mnist"), configured("lines", "channel")
 PLAIN = {**CONF, "param": "pixel", "transforms": [], "l1": 0.0, "lhalf": 0.0, "centre": 0.0, "tv": 0.0, "blur": 0.0,
          "channels": None}
 
@@ -131,7 +131,7 @@ def strength_bar(net, steps, angle):
         print(f"  objective vs plain ({layer} {objective}): min {float(ratio.min()):.0%}, median "
               f"{float(ratio.median()):.0%}; {int((ratio >= 0.9).sum())}/{len(ratio)} >= 90 %")
     vis = FeatureVisualizer(net, "features.conv3", (3, 28, 28))
-    conf = vis(objective="channel", **{**CONF, "steps": steps})
+    conf = vis(objective="channel", **{**CONF_UNIT, "steps": steps})
     plain = vis(objective="channel", **{**PLAIN, "steps": steps})
     ratio = conf.scores / plain.scores.clamp_min(1e-6)
     print(f"  objective vs plain (features.conv3 channel): min {float(ratio.min()):.0%}, median "
@@ -140,7 +140,7 @@ def strength_bar(net, steps, angle):
 
 def speed_bar(net, steps, reps):
     vis = FeatureVisualizer(net, "features.conv3", (3, 28, 28))
-    kw = {**CONF, "steps": steps}
+    kw = {**CONF_UNIT, "steps": steps}
     times = {"batched": [], "one at a time": []}
     for _ in range(reps):
         for name, fn in (("batched", vis), ("one at a time", vis.one_at_a_time)):
@@ -161,7 +161,8 @@ def job_bar(net):
     ctx = SimpleNamespace(net=net, input_shape=(3, 28, 28), head_classes=dict(net.head_classes),
                           class_names=[str(i) for i in range(96)], dataset_name="lines")
     t = time.perf_counter()
-    job = FiltersJob(ctx, None, 0, **CONF)
+    raw = {k: v for k, v in _JOB.items() if k not in ("_target_", "_partial_")}  # the job resolves its priors
+    job = FiltersJob(ctx, None, 0, **raw)
     result = job.compute(None, 64)
     dt = time.perf_counter() - t
     print(f"  job=filters compute on the default model ({', '.join(f'{r.layer}/{r.objective}' for r in result['patterns'])}): "
@@ -170,7 +171,7 @@ def job_bar(net):
                        "classes": [12]}), (None, {"transforms": ["jitter", "shear"]})):
         t = time.perf_counter()
         try:
-            FiltersJob(ctx, layers, 0, **{**CONF, **kw})
+            FiltersJob(ctx, layers, 0, **{**raw, **kw})
             msg = "NOT rejected"
         except CnnvisError as exc:
             msg = f"rejected in {time.perf_counter() - t:.2f} s: {str(exc)[:90]}"
@@ -186,7 +187,8 @@ def main() -> None:
     ap.add_argument("--skip-mnist", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"feature visualization bench ({cpu_model()}, {args.threads} thread(s)); configured (lines) = {CONF}; "
+    print(f"feature visualization bench ({cpu_model()}, {args.threads} thread(s)); configured (lines class) = {CONF}; "
+          f"unit pictures: lhalf {CONF_UNIT['lhalf']:g}, centre {CONF_UNIT['centre']:g}, channels {CONF_UNIT['channels']}; "
           f"MNIST: lhalf {CONF_MNIST['lhalf']:g}, centre {CONF_MNIST['centre']:g}, channels {CONF_MNIST['channels']}")
     net = newest("lines", "multihead")
     if net is None:

@@ -33,13 +33,15 @@ LEGEND = {"channel": "mean activation of the channel", "neuron": "activation of 
           "class": "the head's logit for the class (p: the model's probability for that class on this picture)"}
 
 
-def data_prior(dataset: str | None, lhalf: float | None, centre: float | None, channels: list[int] | None = None,
-               priors: dict | None = None) -> tuple[float, float, list[int] | None]:
-    """``(lhalf, centre, channels)``: the given values, or where None the dataset's prior: ``priors[dataset]``, else
-    ``priors["default"]`` (``filters.priors`` in conf/job/filters.yaml, measured by
-    benchmarks/grid_feature_vis.py), else 0."""
+def data_prior(dataset: str | None, objective: str, lhalf: float | None, centre: float | None,
+               channels: list[int] | None = None, priors: dict | None = None) -> tuple[float, float, list[int] | None]:
+    """``(lhalf, centre, channels)``: the given values, or where None the dataset's prior for class pictures
+    (``objective="class"``) or unit pictures (channel, neuron): ``priors[dataset]["class" | "unit"]``, the
+    dataset falling back to ``"default"`` (``filters.priors`` in conf/job/filters.yaml, measured by
+    benchmarks/grid_feature_vis.py), else 0 / all channels."""
     priors = priors or {}
-    prior = priors.get(dataset) or priors.get("default") or {}
+    entry = priors.get(dataset) or priors.get("default") or {}
+    prior = entry.get("class" if objective == "class" else "unit") or {}
     channels = prior.get("channels") if channels is None else channels
     return (float(prior.get("lhalf", 0.0)) if lhalf is None else float(lhalf),
             float(prior.get("centre", 0.0)) if centre is None else float(centre),
@@ -55,10 +57,6 @@ class FiltersJob:
                  classes: list[int] | None = None, class_pictures: bool = True, top: int = 25,
                  max_filters: int | None = None):
         self.ctx, self.seed, self.top, self.max_filters, self.classes = ctx, seed, top, max_filters, classes
-        lhalf, centre, channels = data_prior(getattr(ctx, "dataset_name", None), lhalf, centre, channels, priors)
-        if channels is not None and not all(0 <= c < ctx.input_shape[0] for c in channels):
-            raise CnnvisError(f"filters.channels={list(channels)} is invalid: the input has channels "
-                              f"0..{ctx.input_shape[0] - 1}")
         def bad(msg):
             return CnnvisError(f"filters: {msg}")
         if objective not in OBJECTIVES:
@@ -76,7 +74,7 @@ class FiltersJob:
             raise CnnvisError(f"filters.lr={lr} is invalid: it must be positive")
         for key, value in (("noise", noise), ("jitter", jitter), ("scale", scale), ("rotate", rotate), ("l1", l1),
                            ("lhalf", lhalf), ("centre", centre), ("tv", tv), ("blur", blur), ("diversity", diversity)):
-            if value < 0:
+            if value is not None and value < 0:  # lhalf / centre: None = the data's prior
                 raise CnnvisError(f"filters.{key}={value} is invalid: it must be >= 0")
         heads = head_layers(ctx.net, ctx.input_shape)
         convs = conv_layer_names(ctx.net)
@@ -101,7 +99,19 @@ class FiltersJob:
                 self.jobs += [(n, "class") for n in self._outer(heads)]
         self.heads = heads
         self.settings = dict(param=param, transforms=transforms, steps=steps, lr=lr, noise=noise, jitter=jitter,
-                             scale=scale, rotate=rotate, l1=l1, lhalf=lhalf, centre=centre, channels=channels, tv=tv, blur=blur, diversity=diversity, copies=copies)
+                             scale=scale, rotate=rotate, l1=l1, tv=tv, blur=blur, diversity=diversity, copies=copies)
+        self.given, self.priors = dict(lhalf=lhalf, centre=centre, channels=channels), priors
+        for kind in {o for _, o in self.jobs}:
+            chans = self.settings_for(kind)["channels"]
+            if chans is not None and not all(0 <= c < ctx.input_shape[0] for c in chans):
+                raise CnnvisError(f"filters.channels={list(chans)} is invalid: the input has channels "
+                                  f"0..{ctx.input_shape[0] - 1}")
+
+    def settings_for(self, objective: str) -> dict:
+        """The optimization settings of one objective: lhalf / centre / channels as given, else the data's prior."""
+        lhalf, centre, channels = data_prior(getattr(self.ctx, "dataset_name", None), objective, **self.given,
+                                             priors=self.priors)
+        return {**self.settings, "lhalf": lhalf, "centre": centre, "channels": channels}
 
     @staticmethod
     def _outer(heads: dict) -> list[str]:
@@ -123,7 +133,7 @@ class FiltersJob:
             targets = self.classes if objective == "class" else None
             if targets is None and self.max_filters and objective != "class":
                 targets = list(range(min(vis.n_units, self.max_filters)))
-            out.append(vis(targets, objective=objective, seed=self.seed, **self.settings))
+            out.append(vis(targets, objective=objective, seed=self.seed, **self.settings_for(objective)))
         convs = conv_layer_names(self.ctx.net)
         first = dict(self.ctx.net.named_modules())[convs[0]] if convs else None
         kernels = {convs[0]: first.weight.detach().float().cpu()} if first is not None else {}
@@ -138,24 +148,23 @@ class FiltersJob:
         for layer, w in result["kernels"].items():
             writer.write_kernels(layer, w)
 
-    def how(self) -> str:
-        """The optimization in words (figure legends, report)."""
-        s = self.settings
+    @staticmethod
+    def how(s: dict) -> str:
+        """The optimization settings ``s`` in words (figure legends, report)."""
         pens = ", ".join(f"{k} {s[k]:g}" for k in ("l1", "lhalf", "centre", "tv", "blur") if s[k])
-        pens += f"; channels {s['channels']} only" if s["channels"] is not None else ""
         return (f"{s['param']} parametrization, transforms {'+'.join(s['transforms']) or 'none'}, {s['steps']} Adam "
-                f"steps (lr {s['lr']:g})" + (f"; penalties x |score|: {pens}" if pens else ""))
+                f"steps (lr {s['lr']:g})" + (f"; penalties x |score|: {pens}" if pens else "")
+                + (f"; input channels {s['channels']} only" if s.get("channels") is not None else ""))
 
     def render(self, result: dict, fig_dir: Path) -> dict[str, list[Figure]]:
         from pipeline.rendering.feature_figures import render_feature_grid, render_kernel_grid
 
         d = fig_dir / "filters"
         figures: dict[str, list[Figure]] = {}
-        how = self.how()
         for res in result["patterns"]:
             names = self.class_names(res.layer) if res.objective == "class" else None
             legend = (f"#rank by score; {'class' if names else 'u<unit>'}; score = {LEGEND[res.objective]} "
-                      f"on the picture ({how})")
+                      f"on the picture ({self.how(res.settings)})")
             base = d / f"{safe_name(res.layer)}_{res.objective}"
             n, k = len(res), min(self.top, len(res))
             kw = dict(legend=legend, names=names, probs=res.probs)
@@ -181,8 +190,10 @@ class FiltersJob:
                          self.class_names(res.layer)[best] if res.objective == "class" else best,
                          float(res.scores.max())])
         return Section("Filter patterns (feature visualization)",
-                       paragraphs=[f"The picture each unit wants ({self.how()}; transforms drawn per step), "
-                                   f"all targets of a layer in one batch. Scores: "
+                       paragraphs=["The picture each unit wants, all targets of a layer in one batch; "
+                                   + "; ".join(f"{kind} pictures: {self.how(self.settings_for(kind))}"
+                                               for kind in dict.fromkeys(o for _, o in self.jobs))
+                                   + " (transforms drawn per step). Scores: "
                                    + "; ".join(f"{k}: {v}" for k, v in LEGEND.items())
                                    + ". Stored under filters/<layer>/<objective>, raw kernels under kernels/<layer>."],
                        observations=feature_observations(result, self),

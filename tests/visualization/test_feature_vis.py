@@ -173,19 +173,24 @@ def test_job_store_render(multi, tmp_path):
 def test_dataset_prior_fills_what_is_not_given(multi):
     from pipeline.jobs.filters import FiltersJob, data_prior
 
-    priors = {"lines": {"lhalf": 20.0, "centre": 100.0}, "default": {"lhalf": 10.0, "centre": 3.0}}
-    priors["lines"]["channels"] = [0, 2]
-    assert data_prior("lines", None, None, None, priors) == (20.0, 100.0, [0, 2])
-    assert data_prior("mnist", None, None, None, priors) == (10.0, 3.0, None)
-    assert data_prior("lines", 1.0, None, [1], priors) == (1.0, 100.0, [1])  # a given value wins
-    assert data_prior("lines", None, None, None, None) == (0.0, 0.0, None)
+    priors = {"lines": {"class": {"lhalf": 20.0, "centre": 100.0, "channels": [0, 2]}, "unit": {"channels": [0, 2]}},
+              "default": {"class": {"lhalf": 10.0, "centre": 3.0}}}
+    assert data_prior("lines", "class", None, None, None, priors) == (20.0, 100.0, [0, 2])
+    assert data_prior("lines", "channel", None, None, None, priors) == (0.0, 0.0, [0, 2])
+    assert data_prior("mnist", "class", None, None, None, priors) == (10.0, 3.0, None)
+    assert data_prior("mnist", "neuron", None, None, None, priors) == (0.0, 0.0, None)
+    assert data_prior("lines", "class", 1.0, None, [1], priors) == (1.0, 100.0, [1])  # a given value wins
+    assert data_prior("lines", "class", None, None, None, None) == (0.0, 0.0, None)
     ctx = _ctx(multi)
     ctx.dataset_name = "lines"
-    job = FiltersJob(ctx, ["features.conv1"], 0, steps=1, priors=priors)
-    assert (job.settings["lhalf"], job.settings["centre"], job.settings["channels"]) == (20.0, 100.0, [0, 2])
+    job = FiltersJob(ctx, ["heads.colour"], 0, objective="class", steps=1, priors=priors)
+    assert job.settings_for("class")["centre"] == 100.0 and job.settings_for("channel")["centre"] == 0.0
     res = job.compute(None, 8)["patterns"][0]
-    assert (res.settings["lhalf"], res.settings["centre"]) == (20.0, 100.0)
+    assert (res.settings["lhalf"], res.settings["centre"], res.settings["channels"]) == (20.0, 100.0, [0, 2])
     assert float(res.patterns[:, 1].abs().max()) == 0.0 and float(res.patterns[:, [0, 2]].max()) > 0  # green stays 0
+    res = FiltersJob(ctx, ["features.conv1"], 0, steps=1, priors=priors).compute(None, 8)["patterns"][0]
+    assert (res.settings["lhalf"], res.settings["centre"], res.settings["channels"]) == (0.0, 0.0, [0, 2])
+    assert float(res.patterns[:, 1].abs().max()) == 0.0  # green stays 0 in unit pictures too
     with pytest.raises(CnnvisError, match="filters.channels"):
         FiltersJob(ctx, ["features.conv1"], 0, steps=1, channels=[3])
 
@@ -227,3 +232,14 @@ def test_centre_penalty_keeps_the_centre_and_clears_the_border():
     img = res.patterns[0, 0]
     assert float(img[3:5, 3:5].min()) == 1.0 and float(img[0, 0]) == 0.0 and float(img[0, 7]) == 0.0
     assert float(img.mean()) < 0.5
+
+
+def test_settings_in_words_name_the_penalties_and_channels():
+    from pipeline.jobs.filters import FiltersJob
+
+    base = dict(param="pixel", transforms=["jitter"], steps=32, lr=0.05, l1=0.0, lhalf=0.0, centre=0.0, tv=0.0,
+                blur=0.0, channels=None)
+    assert FiltersJob.how(base) == "pixel parametrization, transforms jitter, 32 Adam steps (lr 0.05)"
+    words = FiltersJob.how({**base, "lhalf": 20.0, "centre": 200.0, "channels": [0, 2]})
+    assert words.endswith("; penalties x |score|: lhalf 20, centre 200; input channels [0, 2] only")
+    assert FiltersJob.how({**base, "channels": [0, 2]}).endswith("(lr 0.05); input channels [0, 2] only")
