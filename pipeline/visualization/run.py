@@ -65,16 +65,18 @@ def checkpoint_line(info: dict) -> str:
 
 
 def _model_section(ctx: VisContext) -> Section:
-    tables = [layers_table(ctx.layer_rows)]
+    tables = []
     paragraphs = [checkpoint_line(checkpoint_info(ctx)).capitalize(), f"Trained on {ctx.dataset_name}; {len(ctx.class_names)} classes."]
     figures = []
     m = ctx.train_metrics
     if m:
-        tables.insert(0, metrics_table(m.get("heads", {}), caption="Test metrics of this checkpoint (from its training run)"))
+        tables.append(metrics_table(m.get("heads", {}), caption="Test metrics of this checkpoint (from its training run)"))
         paragraphs.append(f"{m.get('test_images', '?')} test images.")
     if ctx.train_run_dir is not None:  # the training report's figures: learning curves, confusion matrices
         figures += training_figures(ctx.train_run_dir)
-    return Section(f"Model: {ctx.model_name}", paragraphs=paragraphs, tables=tables, figures=figures)
+    # the layer list (long) after the figures, in its own subsection
+    return Section(f"Model: {ctx.model_name}", paragraphs=paragraphs, tables=tables, figures=figures,
+                   subsections=[Section("Layers", tables=[layers_table(ctx.layer_rows)])])
 
 
 def _inputs_section(ctx: VisContext, sel: Selection, preds, probs) -> Section:

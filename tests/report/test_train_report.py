@@ -94,3 +94,16 @@ def test_eval_report_shows_metrics_and_confusion_matrices(tmp_path):
     p = _Links()
     p.feed(text)
     assert p.imgs == ["confusion/angle.png"] and "confusion/angle.png" in p.links
+
+
+def test_visualize_model_section_puts_the_long_layer_list_after_the_figures(tmp_path):
+    from pipeline.visualization.run import _model_section
+
+    run = _fake_run(tmp_path / "run")
+    ctx = SimpleNamespace(layer_rows=json.loads((run / "layers.json").read_text()), class_names=class_names(),
+                          dataset_name="lines", model_name="multihead", train_run_dir=run,
+                          train_metrics={"test_images": 5, "heads": {"angle": {"accuracy": 0.9, "f1_macro": 0.8}}},
+                          ckpt=run / "checkpoints" / "best.ckpt")
+    section = _model_section(ctx)
+    assert [t.caption for t in section.tables] == ["Test metrics of this checkpoint (from its training run)"]
+    assert [(s.title, s.tables[0].rows[0][0]) for s in section.subsections] == [("Layers", "features.conv1")]
