@@ -13,8 +13,9 @@ centre instead of tiling the image); mean absolute difference of neighbouring pi
 between the image and its blurred copy. The optimization subtracts them times the picture's own
 |objective| (held constant in the gradient), so one weight means the same for a channel mean of
 about 1 and a logit of about 1000: at ``l1=1`` lowering mean |x| by 1 % is worth 1 % of the objective. ``diversity``
-(with ``copies`` > 1 images per target) subtracts the mean pairwise cosine similarity of the
-centred images of one target, pushing the copies apart.
+(with ``copies`` > 1 images per target; relative like the penalties) subtracts the mean pairwise cosine
+similarity of the copies' Gram matrices of the layer's output (Lucid's diversity: what the layer sees,
+not the pixels), pushing the copies of one target apart.
 """
 from __future__ import annotations
 
@@ -86,13 +87,16 @@ def penalties(x: torch.Tensor, *, l1: float = 0.0, lhalf: float = 0.0, centre: f
     return total
 
 
-def diversity_term(x: torch.Tensor, copies: int) -> torch.Tensor:
-    """``[n]``: per image, the mean cosine similarity to the other copies of its target (rows are
-    grouped as target-major: copies of target 0 first). 0 for ``copies`` == 1."""
+def diversity_term(acts: torch.Tensor, copies: int) -> torch.Tensor:
+    """``[n]``: per image, the mean cosine similarity of its Gram matrix to those of the other copies of
+    its target (rows grouped target-major: copies of target 0 first). ``acts`` is the layer's output
+    [n, C, H, W] (Gram: channel x channel over positions, the "style" Lucid compares) or [n, K] (a head:
+    the outer product of its logits). 0 for ``copies`` == 1."""
     if copies <= 1:
-        return x.new_zeros(len(x))
-    v = x.flatten(1)
-    v = F.normalize(v - v.mean(1, keepdim=True), dim=1).view(-1, copies, v.shape[1])
+        return acts.new_zeros(len(acts))
+    a = acts.flatten(2) if acts.dim() > 2 else acts.unsqueeze(-1)  # [n, C, positions]
+    gram = (a @ a.transpose(1, 2)).flatten(1) / a.shape[-1]
+    v = F.normalize(gram, dim=1).view(-1, copies, gram.shape[1])
     sim = v @ v.transpose(1, 2)  # [T, copies, copies]
     off = (sim.sum(2) - sim.diagonal(dim1=1, dim2=2)) / (copies - 1)
     return off.reshape(-1)

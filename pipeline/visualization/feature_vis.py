@@ -175,11 +175,12 @@ class FeatureVisualizer:
         for step in range(s["steps"]):
             with torch.enable_grad():
                 img = par.image(leaf)
-                obj = objective_values(self._to_layer(apply_transforms(img, draws[step])), tg, s["objective"])
+                out = self._to_layer(apply_transforms(img, draws[step]))
+                obj = objective_values(out, tg, s["objective"])
                 gain = obj - obj.detach().abs() * penalties(img, l1=s["l1"], lhalf=s["lhalf"], centre=s["centre"],
                                                                tv=s["tv"], blur=s["blur"])
                 if s["diversity"] and s["copies"] > 1:
-                    gain = gain - s["diversity"] * diversity_term(img, s["copies"])
+                    gain = gain - obj.detach().abs() * s["diversity"] * diversity_term(out, s["copies"])
                 g, = torch.autograd.grad(-gain.sum(), leaf)
             leaf.grad = g
             opt.step()

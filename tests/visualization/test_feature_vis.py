@@ -243,3 +243,35 @@ def test_settings_in_words_name_the_penalties_and_channels():
     words = FiltersJob.how({**base, "lhalf": 20.0, "centre": 200.0, "channels": [0, 2]})
     assert words.endswith("; penalties x |score|: lhalf 20, centre 200; input channels [0, 2] only")
     assert FiltersJob.how({**base, "channels": [0, 2]}).endswith("(lr 0.05); input channels [0, 2] only")
+
+
+def test_diversity_compares_gram_matrices_of_the_layer():
+    from pipeline.visualization.feature_objectives import diversity_term
+
+    a = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    same = torch.cat([a, a.roll(2, dims=3)])  # the same "style" shifted: Gram equal, pixels differ
+    torch.testing.assert_close(diversity_term(same, 2), torch.ones(2, dtype=torch.float64))
+    apart = torch.zeros(2, 3, 4, 4, dtype=torch.float64)
+    apart[0, 0], apart[1, 1] = 1.0, 1.0  # different channels on: orthogonal Gram matrices
+    torch.testing.assert_close(diversity_term(apart, 2), torch.zeros(2, dtype=torch.float64))
+    g = torch.einsum("ncp,ndp->ncd", a.flatten(2), a.flatten(2)).flatten(1)
+    b = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    h = torch.einsum("ncp,ndp->ncd", b.flatten(2), b.flatten(2)).flatten(1)
+    cos = torch.nn.functional.cosine_similarity(g, h)
+    torch.testing.assert_close(diversity_term(torch.cat([a, b]), 2), cos.repeat(2))
+    assert torch.equal(diversity_term(torch.cat([a, b]), 1), torch.zeros(2, dtype=torch.float64))
+
+
+def test_diversity_pushes_the_copies_apart(multi):
+    from pipeline.visualization.feature_objectives import diversity_term
+
+    vis = FeatureVisualizer(multi, "features.conv2", (3, 28, 28))
+    kw = dict(objective="channel", param="pixel", transforms=[], steps=20, lr=0.05, noise=0.2, copies=2)
+    plain, diverse = vis([1, 4], **kw), vis([1, 4], diversity=10.0, **kw)
+    hook = vis._hook()
+    try:
+        with torch.no_grad():
+            sims = [float(diversity_term(vis._to_layer(r.patterns), 2).mean()) for r in (plain, diverse)]
+    finally:
+        hook.remove()
+    assert sims[0] > 0.99 and sims[1] < 0.5, sims  # without the term the copies converge to one style
