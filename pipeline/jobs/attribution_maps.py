@@ -48,6 +48,7 @@ class AttributionMaps:
 
 
 class AttributionMapsJob:
+    per_target = False   # gradcam.target given as a list: maps, figures and HDF5 groups per target
     def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, method: Any, catalog: dict[str, Any],
                  target: Any = None, head: str | None = None, alpha: float, cmap: str,
                  scale: str = "per_image"):
@@ -70,7 +71,7 @@ class AttributionMapsJob:
             heads = [head]
         self.heads = heads
         self.targets = parse_targets(target, {h: ctx.head_classes[h] for h in heads}, ctx.multihead)
-        self.per_target = is_target_list(target)   # a list: maps, figures and HDF5 groups per target
+        self.per_target = is_target_list(target)
 
     def compute(self, images: Selection, batch_size: int) -> AttributionMaps:
         x = images.images.to(self.ctx.device)
@@ -140,21 +141,22 @@ class AttributionMapsJob:
             d = fig_dir / "attribution" / safe_name(method) / safe_name(head) / safe_name(layer)
             n, t = len(sel), len(sets)
             shown = display_maps_together([m.result for m in sets], self.scale)          # [T, N, H, W]
-            titles = [[f"{m.target}: {title}" + (f"\n{flag}" if flag else "")
+            where = (f"head {head}, " if self.ctx.multihead else "") + f"layer {layer}"
+            titles = [[title + (f"\n{flag}" if flag else "")
                        for title, flag in zip(self._titles(m), map_flags(m.result.maps))] for m in sets]
             targets = ", ".join(m.target for m in sets)
             figs = []
             for i in tqdm(range(n), desc=f"{method} figures ({head}, {layer})", unit="fig"):
                 path = render_gradcam_sheet(sel.images[i:i + 1].repeat(t, 1, 1, 1), shown[:, i], [ts[i] for ts in titles],
                                             d / f"image{i:02d}.png", alpha=self.alpha, cmap=self.cmap, ncols=t,
-                                            title=f"{method} at {layer}, image {i} ({sel.sources[i]}): one column per target")
+                                            title=f"{method}, {where}, image {i} ({sel.sources[i]})")
                 figs.append(Figure(path, f"image {i} ({sel.sources[i]}): targets {targets}"))
             order = [(j, i) for i in range(n) for j in range(t)]   # a row per image, a column per target
             sheet = render_gradcam_sheet(sel.images[[i for _, i in order]], shown[[j for j, _ in order], [i for _, i in order]],
                                          [titles[j][i] for j, i in order], d / "sheet.png", alpha=self.alpha,
                                          cmap=self.cmap, ncols=t,
-                                         title=f"{method} at {layer}: targets {targets} ({self.scale.replace('_', '-')} scale)")
-            where = (f"head {head}, " if self.ctx.multihead else "") + f"layer {layer}"
+                                         title=f"{method}, {where}, {self.scale.replace('_', '-')} scale: "
+                                               f"a row per image, a column per target")
             subsections.append(Section(f"{method}: {where}, targets {targets}",
                                        figures=[Figure(sheet, f"{method}, all images (a row each), targets {targets}"), *figs]))
         return subsections
@@ -198,8 +200,10 @@ class AttributionMapsJob:
         return head_class_names(head, self.ctx.head_classes[head], self.ctx.class_names)
 
     def _titles(self, m: MapSet) -> list[str]:
+        """Per image ``<head>: <class> (p=...)``; with several targets ``<target>: <class> (p=...)``
+        (the head is then in the figure's title)."""
         names = self._names(m.head)
-        return [f"{m.head}: {names[int(t)]} (p={float(p):.2f})" for t, p in zip(m.result.targets, m.result.probs)]
+        return [f"{m.target or m.head}: {names[int(t)]} (p={float(p):.2f})" for t, p in zip(m.result.targets, m.result.probs)]
 
     def _true_name(self, head: str, label: int, names) -> str:
         if label < 0:

@@ -8,6 +8,7 @@ nothing left open after a call. Each ``render_*`` function returns the ``Path`` 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -196,10 +197,12 @@ def _labelled_grid(tiles: np.ndarray, labels: Sequence[str], path, title: str, d
     cells[:, band:] = tiles
     m = mosaic(cells, ncols=ncols, pad=pad, pad_value=1.0)
 
-    title_in, cbar_in, margin = 0.55, (0.75 if colorbar else 0.0), 0.1
+    cbar_in, margin = (0.75 if colorbar else 0.0), 0.1
     grid_w = ncols * tile_in
     grid_h = grid_w * m.shape[0] / m.shape[1]
     fig_w = max(grid_w + 2 * margin, 4.0)
+    title = "\n".join(textwrap.wrap(title, max(20, int(fig_w * 72 / (0.6 * 11))))) or title  # never clipped
+    title_in = 0.35 + 0.2 * (title.count("\n") + 1)
     fig_h = grid_h + title_in + cbar_in + 2 * margin
     fig = Figure(figsize=(fig_w, fig_h))
     ax = fig.add_axes((margin / fig_w, (margin + cbar_in) / fig_h,

@@ -78,3 +78,26 @@ def test_every_figure_of_the_pipeline_is_saved_through_save_figure():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if ".savefig(" in p.read_text() and p.name != "output.py"]
     assert offenders == []
+
+
+def test_a_long_title_on_a_narrow_sheet_is_wrapped_inside_the_figure(tmp_path, monkeypatch):
+    """Two columns (gradcam.target=[top1,top2]) make a 4-inch sheet: its title wraps instead of being cut."""
+    from pipeline.rendering import figures
+
+    seen, real = [], figures._save
+
+    def spy(fig, path, dpi):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        seen.append([(t.get_text(), t.get_window_extent(renderer)) for t in fig.texts])
+        return real(fig, path, dpi)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    title = "gradcam, head angle, layer features.conv3, image 0 (scans/a rather long file name.png)"
+    render_gradcam_sheet(RNG.random((2, 3, 28, 28)), RNG.random((2, 28, 28)), ["top1: a", "top2: b"],
+                         tmp_path / "s.png", ncols=2, title=title)
+    (text, box), = [(t, b) for t, b in seen[0] if "gradcam" in t]
+    width = Image.open(tmp_path / "s.png").size[0]
+    assert "\n" in text and text.replace("\n", " ") == title
+    assert box.x0 >= 0 and box.x1 <= width

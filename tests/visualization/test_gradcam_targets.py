@@ -32,7 +32,7 @@ def test_top1_top2_maps_per_head_equal_direct_gradcam_calls(tiny_trained, monkey
 
     calls, real = [], figures.render_gradcam_sheet
     monkeypatch.setattr(figures, "render_gradcam_sheet",
-                        lambda images, maps, titles, path, **kw: calls.append((Path(path).name, list(titles), kw["ncols"]))
+                        lambda images, maps, titles, path, **kw: calls.append((Path(path), list(titles), kw["ncols"], kw["title"]))
                         or real(images, maps, titles, path, **kw))
     root, runs = tiny_trained
     run_dir = _vis(root, ["gradcam.target=[top1,top2]"])
@@ -57,9 +57,10 @@ def test_top1_top2_maps_per_head_equal_direct_gradcam_calls(tiny_trained, monkey
         with pytest.raises(KeyError, match="stored per target"):
             h5.attribution("gradcam", "angle", "features.conv3")
     # per head: a figure per image with one column per target, titled target: class (p=...), and a sheet
-    angle = [c for c in calls if any("angle" in t for t in c[1])]
-    assert [name for name, _, _ in angle] == ["image00.png", "image01.png", "image02.png", "sheet.png"]
-    assert all(ncols == 2 for _, _, ncols in calls) and len(calls) == 4 * len(HEADS)
+    angle = [c for c in calls if c[0].parent.parent.name == "angle"]
+    assert [path.name for path, *_ in angle] == ["image00.png", "image01.png", "image02.png", "sheet.png"]
+    assert all(ncols == 2 for _, _, ncols, _ in calls) and len(calls) == 4 * len(HEADS)
+    assert all("head angle" in title for *_, title in angle)
     names0 = [t.split("\n")[0] for t in angle[0][1]]
     assert [t.split(":")[0] for t in names0] == ["top1", "top2"] and all("(p=" in t for t in names0)
     assert len(angle[3][1]) == 6   # 3 images x 2 targets
