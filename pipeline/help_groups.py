@@ -3,7 +3,8 @@
 Hydra's ``$APP_CONFIG_GROUPS`` lists every folder under conf/ (so train.py would offer ``job=`` and
 visualize.py ``trainer=``) and the schema nodes registered in the ConfigStore (``base_lines``...).
 ``${help_groups:}`` in ``hydra.help.template`` (conf/hydra/*.yaml) lists instead the groups of the
-composed config's defaults (``hydra.runtime.choices``, plus the groups named as its arguments), each with its options, ``base_*`` left out.
+composed config's defaults (``hydra.runtime.choices``, plus the groups named as its arguments),
+each with its options, ``base_*`` left out.
 """
 from __future__ import annotations
 
