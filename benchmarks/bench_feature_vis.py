@@ -1,6 +1,6 @@
 """Feature visualization (issue 10): are the pictures right, and how fast?
 
-    python benchmarks/bench_feature_vis.py [--steps 128] [--reps 3] [--speed-steps 32] [--skip-mnist]
+    python benchmarks/bench_feature_vis.py [--steps 32] [--reps 3] [--speed-steps 32] [--skip-mnist] [--seed 0]
 
 Uses the newest complete checkpoints (outputs/train): lines/multihead, mnist/cnn_basic and
 mnist/cnn_deep (the judge; train it with another seed: python train.py dataset=mnist model=cnn_deep seed=1).
@@ -155,14 +155,14 @@ def speed_bar(net, steps, reps):
           f"  [bar >= 2.5x: {'MET' if med >= 2.5 else 'NOT MET'}]")
 
 
-def job_bar(net):
+def job_bar(net, seed=0):
     from pipeline.jobs.filters import FiltersJob
 
     ctx = SimpleNamespace(net=net, input_shape=(3, 28, 28), head_classes=dict(net.head_classes),
                           class_names=[str(i) for i in range(96)], dataset_name="lines")
     t = time.perf_counter()
     raw = {k: v for k, v in _JOB.items() if k not in ("_target_", "_partial_")}  # the job resolves its priors
-    job = FiltersJob(ctx, None, 0, **raw)
+    job = FiltersJob(ctx, None, seed, **raw)
     result = job.compute(None, 64)
     dt = time.perf_counter() - t
     print(f"  job=filters compute on the default model ({', '.join(f'{r.layer}/{r.objective}' for r in result['patterns'])}): "
@@ -185,8 +185,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-mnist", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every optimization's start and transforms")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    for settings in (CONF, CONF_MNIST, CONF_UNIT, PLAIN):
+        settings["seed"] = args.seed
     print(f"feature visualization bench ({cpu_model()}, {args.threads} thread(s)); configured (lines class) = {CONF}; "
           f"unit pictures: lhalf {CONF_UNIT['lhalf']:g}, centre {CONF_UNIT['centre']:g}, channels {CONF_UNIT['channels']}; "
           f"MNIST: lhalf {CONF_MNIST['lhalf']:g}, centre {CONF_MNIST['centre']:g}, channels {CONF_MNIST['channels']}")
@@ -199,7 +202,7 @@ def main() -> None:
         mnist_bar(args.steps)
     strength_bar(net, args.steps, angle)
     speed_bar(net, args.speed_steps, args.reps)
-    job_bar(net)
+    job_bar(net, args.seed)
 
 
 if __name__ == "__main__":
