@@ -16,6 +16,7 @@ from pipeline.attribution.saliency import Saliency
 from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion
 from pipeline.evaluation.localization import localization_scores
 from pipeline.evaluation.sampling import evaluation_sample
+from pipeline.evaluation.sanity import merge_cascades, parameter_layers, randomization_cascade
 from pipeline.storage.h5store import H5Run
 from pipeline.visualization.context import load_context
 from pipeline.visualization.run import run_visualize
@@ -100,3 +101,22 @@ def test_deletion_insertion_and_their_random_baseline_recomputed(evaluated, meth
 def test_the_table_has_one_row_per_method_and_head(evaluated):
     _, _, rows = evaluated
     assert sorted(rows) == sorted((m, h) for m in ("gradcam", "saliency") for h in HEADS)
+
+
+def test_sanity_correlations_recomputed_with_the_cascade(evaluated):
+    """The stored rank correlations per randomization step and the table's top-layer figure equal a
+    direct cascade on the same images, targets, layers and seeds (repeat r: seed + 1000 r)."""
+    ctx, h5, rows = evaluated
+    _, x, _ = _inputs(ctx, h5)
+    for head in HEADS:
+        stored = h5.evaluation("gradcam", head)
+        targets = torch.from_numpy(stored["targets"][:2])
+
+        def attribute(model, xb, t, head=head):
+            return GradCAM(model, "features.conv3", heads=[head])(xb, {head: t})[head].maps
+
+        layers = parameter_layers(ctx.net, prefixes=("features", f"heads.{head}"))
+        steps = merge_cascades([randomization_cascade(ctx.net, attribute, x[:2], targets, seed=SEED, layers=layers)])
+        torch.testing.assert_close(torch.from_numpy(stored["sanity_spearman"]).float(),
+                                   torch.stack([s["spearman"] for s in steps]).float())
+        assert float(rows[("gradcam", head)]["sanity_top_layer"]) == pytest.approx(steps[1]["mean"], abs=1e-6)
