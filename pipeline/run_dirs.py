@@ -107,14 +107,25 @@ def _select(config: DictConfig, key: str):
     return OmegaConf.select(config, key, throw_on_missing=False)
 
 
+def _resolved(config: DictConfig, key: str):
+    """``key`` of the composed config as Hydra will resolve it. Callbacks run before Hydra installs
+    the config for ``${hydra:...}`` (visualize.py's run directory is named after
+    ``${hydra:runtime.choices.job}``), so install it first; Hydra installs it again for the job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        HydraConfig.instance().set_config(config)
+    return _select(config, key)
+
+
 class RunDirGuard(Callback):
     """Refuse a run whose directory is in use or cannot be written, before Hydra writes into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, Path(str(_select(config, "hydra.run.dir"))), "hydra.run.dir")
+        self._check(config, Path(str(_resolved(config, "hydra.run.dir"))), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, Path(str(_select(config, "hydra.sweep.dir"))), "hydra.sweep.dir")
+        self._check(config, Path(str(_resolved(config, "hydra.sweep.dir"))), "hydra.sweep.dir")
 
     @staticmethod
     def _check(config: DictConfig, run_dir: Path, key: str) -> None:

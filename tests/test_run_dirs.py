@@ -64,6 +64,21 @@ def test_a_refused_visualize_rerun_leaves_the_old_run_untouched(tmp_path, capsys
         cb.on_run_start(config=cfg)  # allowed when asked for
 
 
+def test_the_guard_resolves_a_run_directory_named_after_the_job(tmp_path, capsys):
+    """visualize.py names its run directory after ``${hydra:runtime.choices.job}``. Hydra's
+    callbacks run before Hydra installs its config; the guard installs it to resolve the name
+    (before: a UserWarning on every visualize run, and no check)."""
+    run_dir = _fake_run(tmp_path / "outputs" / "gradcam", {"visualization.h5": "h5", "index.html": "<html>"})
+    cfg, callbacks = _guard_cfg(tmp_path, [f"hydra.run.dir={tmp_path / 'outputs'}/${{hydra:runtime.choices.job}}",
+                                           "job=gradcam"], "visualize")
+    HydraConfig.instance().cfg = None  # as when Hydra calls on_run_start
+    with pytest.raises(SystemExit) as info:
+        for cb in callbacks:
+            cb.on_run_start(config=cfg)
+    assert info.value.code == 2
+    assert f"hydra.run.dir={run_dir} already holds a run" in capsys.readouterr().err
+
+
 def test_train_job_refuses_a_directory_holding_a_run(tiny_cfg, tmp_path):
     cfg = tiny_cfg("lines", "cnn_basic")
     run_dir = _fake_run(Path(cfg.paths.output_dir), {"run.json": '{"status": "complete"}', "metrics.csv": "a\n1\n"})
