@@ -5,15 +5,19 @@ training figures of a run directory; the visualize report shows the same list fo
 checkpoint came from, so both reports show the same figures."""
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.rendering.output import shown_file
 from pipeline.report.html import write_report
 from pipeline.report.sections import Figure, Section, Table
 
-__all__ = ["curve_figures", "confusion_figures", "training_figures", "layers_table", "metrics_table", "write_train_report",
-           "write_eval_report"]
+__all__ = ["curve_figures", "confusion_figures", "training_figures", "redrawn_training_figures", "layers_table",
+           "metrics_table", "write_train_report", "write_eval_report"]
 
 _CURVES = (("loss", "learning curve: loss"), ("accuracy", "learning curve: accuracy (a panel per head)"),
            ("f1", "learning curve: macro F1 (a panel per head)"))
@@ -45,6 +49,35 @@ def confusion_figures(run_dir) -> list[Figure]:
 def training_figures(run_dir) -> list[Figure]:
     """Every training figure of a run directory: learning curves, then confusion matrices."""
     return curve_figures(run_dir) + confusion_figures(run_dir)
+
+
+def read_confusion_csv(path) -> tuple[list[str], np.ndarray]:
+    """The class names and counts of a ``confusion/<head>.csv`` (header ``true\\predicted, names...``)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0][1:], np.array([[int(v) for v in r[1:]] for r in rows[1:]], dtype=np.int64)
+
+
+def redrawn_training_figures(train_run_dir, out_dir, *, model: str, dataset: str) -> list[Figure]:
+    """A training run's learning curves and confusion matrices drawn again from its numbers
+    (``metrics.csv``, ``confusion/<head>.csv``) with this version's plotting code, into
+    ``out_dir`` (which gets copies of the CSVs): a report on a run trained by an older version
+    shows the figures a training run makes today. Same captions as :func:`training_figures`."""
+    from pipeline.data.lines_labels import class_factors, readable_name
+    from pipeline.rendering.confusion_plots import plot_confusion_matrix
+    from pipeline.rendering.training_plots import plot_learning_curves
+
+    train_run_dir, out_dir = Path(train_run_dir), Path(out_dir)
+    if (train_run_dir / "metrics.csv").is_file():
+        plot_learning_curves(train_run_dir / "metrics.csv", out_dir / "curves")
+    for table in sorted((train_run_dir / "confusion").glob("*.csv")):
+        names, cm = read_confusion_csv(table)
+        names = [readable_name(n) for n in names]
+        (out_dir / "confusion").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(table, out_dir / "confusion" / table.name)
+        plot_confusion_matrix(cm, names, out_dir / "confusion" / f"{table.stem}.png",
+                              f"{model} on {dataset}, {table.stem}", factors=class_factors(names))
+    return training_figures(out_dir)
 
 
 def layers_table(rows) -> Table:

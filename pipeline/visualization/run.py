@@ -24,7 +24,7 @@ from pipeline.jobs.target_choice import head_logits
 from pipeline.models.summary import format_layer_table
 from pipeline.report.html import write_report
 from pipeline.report.sections import Section, Table
-from pipeline.report.train_report import layers_table, metrics_table, training_figures
+from pipeline.report.train_report import layers_table, metrics_table, redrawn_training_figures
 from pipeline.training.lit_module import head_probabilities, head_predictions
 from pipeline.visualization.context import VisContext, load_context
 from pipeline.visualization.inputs import Selection, select_images
@@ -64,7 +64,9 @@ def checkpoint_line(info: dict) -> str:
     return f"checkpoint {info['checkpoint']} ({'; '.join(parts)})"
 
 
-def _model_section(ctx: VisContext) -> Section:
+def _model_section(ctx: VisContext, fig_dir: Path) -> Section:
+    """The checkpoint, its test metrics and its training run's figures, drawn again into
+    ``fig_dir`` from the run's numbers (so a run trained by an older version looks like today's)."""
     tables = []
     paragraphs = [checkpoint_line(checkpoint_info(ctx)).capitalize(), f"Trained on {ctx.dataset_name}; {len(ctx.class_names)} classes."]
     figures = []
@@ -73,7 +75,7 @@ def _model_section(ctx: VisContext) -> Section:
         tables.append(metrics_table(m.get("heads", {}), caption="Test metrics of this checkpoint (from its training run)"))
         paragraphs.append(f"{m.get('test_images', '?')} test images.")
     if ctx.train_run_dir is not None:  # the training report's figures: learning curves, confusion matrices
-        figures += training_figures(ctx.train_run_dir)
+        figures += redrawn_training_figures(ctx.train_run_dir, fig_dir, model=ctx.model_name, dataset=ctx.dataset_name)
     # the layer list (long) after the figures, in its own subsection
     return Section(f"Model: {ctx.model_name}", paragraphs=paragraphs, tables=tables, figures=figures,
                    subsections=[Section("Layers", tables=[layers_table(ctx.layer_rows)])])
@@ -124,19 +126,20 @@ def run_visualize(cfg: DictConfig) -> dict:
             if sel.masks is not None:
                 writer.write_masks(sel.masks)
             sections = [execute(job, sel, writer, run_dir, fig_tmp, batch_size) for job in jobs]
+        model_section = _model_section(ctx, fig_tmp / "training")
     except BaseException:
         shutil.rmtree(fig_tmp, ignore_errors=True)
         raise
     if fig_dir.exists():
         shutil.rmtree(fig_dir)
     os.replace(fig_tmp, fig_dir)
-    _repoint(sections, fig_tmp, fig_dir)
+    _repoint([model_section, *sections], fig_tmp, fig_dir)
 
     (run_dir / "model_summary.txt").write_text(format_layer_table(ctx.layer_rows, ctx.model_name) + "\n")
     title = f"{ctx.model_name} on {ctx.dataset_name}: {', '.join(job_names)}"
     info = checkpoint_info(ctx)
     report = write_report(run_dir / "index.html", title,
-                          [_model_section(ctx), _inputs_section(ctx, sel, preds, probs), *sections],
+                          [model_section, _inputs_section(ctx, sel, preds, probs), *sections],
                           subtitle=f"{len(sel)} images; {checkpoint_line(info)}; stored in visualization.h5")
     summary = {"title": title, "job": cfg.job.name, "dataset": ctx.dataset_name, "model": ctx.model_name,
                "checkpoint": str(ctx.ckpt), "checkpoint_info": info, "images": len(sel), "report": str(report),

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from types import SimpleNamespace
 
 import numpy as np
+from PIL import Image
 
 from pipeline.data.lines_labels import class_factors, class_names, head_class_names
 from pipeline.rendering.confusion_plots import plot_confusion_matrix, write_confusion_csv
@@ -37,8 +38,12 @@ def _fake_run(run_dir):
         names = head_class_names(head, k, class_names())
         cm = np.eye(k, dtype=int) * 5
         write_confusion_csv(cm, names, run_dir / "confusion" / f"{head}.csv")
-        plot_confusion_matrix(cm, names, run_dir / "confusion" / f"{head}.png", f"m on lines, {head}",
+        plot_confusion_matrix(cm, names, run_dir / "confusion" / f"{head}.png", f"multihead on lines, {head}",
                               factors=class_factors(names))
+    (run_dir / "metrics.csv").write_text(
+        "epoch,step,train/loss_step,train/loss_epoch,train/acc,val/loss,val/acc,val/f1_length,test/loss,test/acc\n"
+        "0,9,1.0,,,,,,,\n0,9,,0.9,0.4,0.8,0.5,0.6,,\n1,19,0.5,,,,,,,\n1,19,,0.45,0.7,0.4,0.8,0.9,,\n"
+        "2,19,,,,,,,0.41,0.82\n")
     (run_dir / "layers.json").write_text(json.dumps([{"name": "features.conv1", "type": "Conv2d",
                                                       "output_shape": [16, 28, 28], "params": 448}]))
     return run_dir
@@ -75,8 +80,31 @@ def test_visualize_report_shows_the_same_training_figures(tmp_path):
     ctx = SimpleNamespace(layer_rows=json.loads((run / "layers.json").read_text()), class_names=class_names(),
                           dataset_name="lines", model_name="multihead", train_metrics=None, train_run_dir=run,
                           ckpt=run / "checkpoints" / "best.ckpt")
-    section = _model_section(ctx)
-    assert [f.path for f in section.figures] == [f.path for f in training_figures(run)]
+    section = _model_section(ctx, tmp_path / "vis" / "training")
+    # the same figures, drawn again from the run's numbers by this version's code
+    assert [f.path.relative_to(tmp_path / "vis" / "training") for f in section.figures] == \
+        [f.path.relative_to(run) for f in training_figures(run)]
+    assert [f.caption for f in section.figures] == [f.caption for f in training_figures(run)]
+    for head in ("length", "angle", "aggregate"):  # the run's matrices were drawn by this version: identical pixels
+        redrawn = np.asarray(Image.open(tmp_path / "vis" / "training" / "confusion" / f"{head}.png"))
+        assert np.array_equal(redrawn, np.asarray(Image.open(run / "confusion" / f"{head}.png"))), head
+    # an older run's blank curve pictures are replaced by curves drawn from its metrics.csv
+    assert np.asarray(Image.open(section.figures[0].path).convert("L")).min() < 100
+
+
+def test_an_older_runs_confusion_csv_with_class_ids_is_redrawn_with_readable_names(tmp_path):
+    from pipeline.report.train_report import read_confusion_csv, redrawn_training_figures
+
+    run = tmp_path / "old"
+    write_confusion_csv(np.eye(96, dtype=int), class_names(), run / "confusion" / "aggregate.csv")  # ids: 1_0_8_0
+    figs = redrawn_training_figures(run, tmp_path / "out", model="m", dataset="lines")
+    assert [f.path.name for f in figs] == ["aggregate.png"]
+    names, cm = read_confusion_csv(tmp_path / "out" / "confusion" / "aggregate.csv")
+    assert names == class_names() and np.array_equal(cm, np.eye(96, dtype=int))
+    readable = head_class_names("aggregate", 96, class_names())
+    plot_confusion_matrix(np.eye(96, dtype=int), readable, tmp_path / "ref.png", "m on lines, aggregate",
+                          factors=class_factors(readable))
+    assert np.array_equal(np.asarray(Image.open(figs[0].path)), np.asarray(Image.open(tmp_path / "ref.png")))
 
 
 def test_eval_report_shows_metrics_and_confusion_matrices(tmp_path):
@@ -104,6 +132,6 @@ def test_visualize_model_section_puts_the_long_layer_list_after_the_figures(tmp_
                           dataset_name="lines", model_name="multihead", train_run_dir=run,
                           train_metrics={"test_images": 5, "heads": {"angle": {"accuracy": 0.9, "f1_macro": 0.8}}},
                           ckpt=run / "checkpoints" / "best.ckpt")
-    section = _model_section(ctx)
+    section = _model_section(ctx, tmp_path / "vis")
     assert [t.caption for t in section.tables] == ["Test metrics of this checkpoint (from its training run)"]
     assert [(s.title, s.tables[0].rows[0][0]) for s in section.subsections] == [("Layers", "features.conv1")]
