@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -194,7 +195,18 @@ class AttributionMapsJob:
             "and the map laid over the input. Grad-CAM weighs the layer's channels by the spatial mean of the target "
             "score's gradient and keeps the positive part of the weighted sum, upsampled bilinearly. Stored under "
             "attribution/<method>/<head>/<layer> in visualization.h5."],
-            observations=observations, tables=tables, subsections=figures)
+            observations=observations, tables=tables, subsections=figures,
+            key_numbers=self.key_numbers(rows, loc_rows))
+
+    @staticmethod
+    def key_numbers(rows: list, loc_rows: list) -> dict[str, float]:
+        """The sweep index's numbers: the explained classes' mean probability and, with masks, the
+        mean share of the map's mass on the line and the pointing game, over methods and heads."""
+        out = {"mean probability of the explained class": float(np.mean([r[6] for r in rows]))} if rows else {}
+        if loc_rows:
+            out["mean energy on the line"] = float(np.mean([r[3] for r in loc_rows]))
+            out["mean pointing game"] = float(np.mean([r[6] for r in loc_rows]))
+        return out
 
     def _names(self, head: str) -> list[str]:
         return head_class_names(head, self.ctx.head_classes[head], self.ctx.class_names)

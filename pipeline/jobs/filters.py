@@ -199,7 +199,20 @@ class FiltersJob:
                        observations=feature_observations(result, self),
                        tables=[Table("Objective reached per layer", ["layer", "objective", "pictures", "mean start",
                                                                      "mean final", "best", "best score"], rows)],
-                       subsections=[Section(name, figures=figs) for name, figs in figures.items()])
+                       subsections=[Section(name, figures=figs) for name, figs in figures.items()],
+                       key_numbers=self.key_numbers(result))
+
+    @staticmethod
+    def key_numbers(result: dict) -> dict[str, float]:
+        """The sweep index's numbers: per layer, the mean probability the model gives each class
+        picture for its own class (class objective), else the mean final score."""
+        out = {}
+        for res in result["patterns"]:
+            if res.probs is not None:
+                out[f"{res.layer}: mean p of own class"] = float(res.probs.float().mean())
+            else:
+                out[f"{res.layer}: mean {res.objective} score"] = float(res.scores.float().mean())
+        return out
 
 
 def feature_observations(result: dict, job: FiltersJob) -> list[str]:

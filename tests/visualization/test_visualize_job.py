@@ -73,6 +73,15 @@ def test_all_jobs_write_store_figures_and_report(trained):
             assert stored["targets"].tolist() == direct[head].targets.tolist()
         filt = h5.filters("features.conv1")
         assert filt["patterns"].shape == (6, 3, 28, 28)
+        # the sweep index's key numbers are the stored numbers' means
+        keys = summary["key_numbers"]
+        assert keys["features.conv1: mean channel score"] == pytest.approx(float(filt["scores"].mean()), rel=1e-6)
+        with h5py.File(run_dir / "visualization.h5") as f:
+            assert keys["heads.angle: mean p of own class"] == pytest.approx(
+                float(f["filters/heads.angle/class/probs"][()].mean()), rel=1e-6)
+            probs = [f[f"attribution/gradcam/{h}/features.conv3/probs"][()] for h in ("length", "width", "angle", "colour")]
+        assert keys["mean probability of the explained class"] == pytest.approx(float(np.mean(probs)), rel=1e-6)
+        assert 0 < keys["mean energy on the line"] < 1 and "mean pointing game" in keys
         assert h5.attrs["model"] == "multihead" and "features.conv3" in h5.attrs["layer_names"]
     with h5py.File(run_dir / "visualization.h5") as f:
         assert f["activations/features.conv1"].chunks == (1, 16, 28, 28)
