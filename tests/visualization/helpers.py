@@ -154,3 +154,16 @@ def check_hooks_removed_after_error(makers, x) -> None:
         with pytest.raises(RuntimeError, match="boom"):
             make(bad)(x)
         assert no_hooks(bad)
+
+
+class SumUnit(nn.Module):
+    """One ``size`` x ``size`` convolution with every weight 1 and no bias over a ``size`` x ``size``
+    image: its single unit is sum(x), so every pixel pulls the same way."""
+
+    def __init__(self, size: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, size, bias=False)
+        nn.init.ones_(self.conv.weight)
+
+    def forward(self, x):
+        return self.conv(x)

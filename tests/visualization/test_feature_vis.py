@@ -218,16 +218,7 @@ def test_centre_penalty_keeps_the_centre_and_clears_the_border():
     """A unit that is the plain sum of all pixels: with the centre-weighted L½ (relative weights) the
     picture keeps its centre lit and the far pixels go to the black background. A flipped sign
     or a weight map that grew towards the centre would do the opposite."""
-    class Sum(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 1, 8, bias=False)
-            nn.init.ones_(self.conv.weight)
-
-        def forward(self, x):
-            return self.conv(x)
-
-    res = FeatureVisualizer(Sum().double(), "conv", (1, 8, 8))(objective="channel", param="pixel", transforms=[],
+    res = FeatureVisualizer(helpers.SumUnit(8).double(), "conv", (1, 8, 8))(objective="channel", param="pixel", transforms=[],
                                                                  steps=60, lr=0.1, noise=0.0, lhalf=4.0, centre=20.0)
     img = res.patterns[0, 0]
     assert float(img[3:5, 3:5].min()) == 1.0 and float(img[0, 0]) == 0.0 and float(img[0, 7]) == 0.0

@@ -15,7 +15,7 @@ from pipeline.visualization.feature_objectives import gaussian_blur, penalties
 from pipeline.visualization.feature_vis import FeatureResult, FeatureVisualizer
 from pipeline.visualization.layers import UnknownLayerError
 from tests.visualization import helpers
-from tests.visualization.helpers import no_hooks
+from tests.visualization.helpers import SumUnit, no_hooks
 
 # float64 convolutions take a slow, thread-parallel path that stalls badly on a shared CPU
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -176,18 +176,6 @@ def test_penalty_values_are_exact():
     b = gaussian_blur(x, 1.0)
     torch.testing.assert_close(penalties(x, blur=0.5), 0.5 * (x - b).pow(2).flatten(1).mean(1))
     assert torch.equal(penalties(x), torch.zeros(2, dtype=torch.float64))
-
-
-class SumUnit(nn.Module):
-    """One 4x4 convolution with every weight 1 and no bias over a 4x4 image: the unit is sum(x)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 4, bias=False)
-        nn.init.ones_(self.conv.weight)
-
-    def forward(self, x):
-        return self.conv(x)
 
 
 @pytest.mark.parametrize("l1, up", [(1.0, True), (3.0, False)])
