@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["rankdata", "spearman", "parameter_layers", "randomization_cascade", "merge_cascades"]
+__all__ = ["rankdata", "spearman", "parameter_layers", "randomization_cascade", "head_cascades",
+           "merge_cascades"]
 
 AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+HeadsAttributeFn = Callable[[nn.Module, torch.Tensor, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 
 
 def rankdata(values: torch.Tensor) -> torch.Tensor:
@@ -111,12 +113,7 @@ def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.
     itself is never modified; the copy keeps its train/eval mode.
     """
     names = parameter_layers(model) if layers is None else list(layers)
-    available = dict(model.named_modules())
-    for name in names:
-        if name not in available:
-            raise ValueError(f"unknown layer {name!r}; layers with parameters: {parameter_layers(model)}")
-        if next(available[name].parameters(recurse=False), None) is None:
-            raise ValueError(f"layer {name!r} has no parameters of its own")
+    _check_layers(model, names)
 
     work = copy.deepcopy(model)
     cuda_devices = sorted({p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"})
@@ -127,20 +124,7 @@ def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.
         return torch.as_tensor(maps).detach()
 
     reference = attribute()
-    results = []
-
-    def record(layer: str, randomized: list[str], maps: torch.Tensor) -> None:
-        rho = spearman(maps, reference)
-        results.append({
-            "layer": layer,
-            "randomized": list(randomized),
-            "spearman": rho,
-            "spearman_abs": spearman(maps.abs(), reference.abs()),
-            "mean": float(rho.mean()) if rho.numel() else float("nan"),
-            "maps": maps,
-        })
-
-    record("none", [], reference)
+    results = [_step("none", [], reference, reference)]
     randomized: list[str] = []
     for k, name in enumerate(reversed(names), start=1):
         module = work.get_submodule(name)
@@ -148,8 +132,102 @@ def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.
             torch.manual_seed(seed + k)
             _reinitialize(module)
         randomized.append(name)
-        record(name, randomized, attribute())
+        results.append(_step(name, randomized, attribute(), reference))
     return results
+
+
+def _step(layer: str, randomized: list[str], maps: torch.Tensor, reference: torch.Tensor) -> dict:
+    """One step of a cascade: the maps and their rank correlations with the trained model's."""
+    rho = spearman(maps, reference)
+    return {
+        "layer": layer,
+        "randomized": list(randomized),
+        "spearman": rho,
+        "spearman_abs": spearman(maps.abs(), reference.abs()),
+        "mean": float(rho.mean()) if rho.numel() else float("nan"),
+        "maps": maps,
+    }
+
+
+def _check_layers(model: nn.Module, names: Sequence[str]) -> None:
+    available = dict(model.named_modules())
+    for name in names:
+        if name not in available:
+            raise ValueError(f"unknown layer {name!r}; layers with parameters: {parameter_layers(model)}")
+        if next(available[name].parameters(recurse=False), None) is None:
+            raise ValueError(f"layer {name!r} has no parameters of its own")
+
+
+def head_cascades(model: nn.Module, attribute_fn: HeadsAttributeFn, x: torch.Tensor,
+                  targets: Mapping[str, torch.Tensor], layers: Mapping[str, Sequence[str]],
+                  seeds: Sequence[int]) -> dict[str, list[list[dict]]]:
+    """:func:`randomization_cascade` for several heads and seeds at once: ``{head: [one cascade
+    per seed]}``, each equal to ``randomization_cascade(model, fn_head, x, targets[head],
+    seed, layers[head])`` with ``fn_head`` the one-head view of ``attribute_fn``.
+
+    ``attribute_fn(model_copy, x, {head: targets}) -> {head: maps [N, H, W]}`` computes every
+    head's maps in one call (a multi-head model's methods share the forward pass). Step ``k``
+    re-initializes ``layers[h][-k]`` of every head ``h`` under ``torch.manual_seed(seed + k)``
+    -- the modules and seeds of each head's own cascade -- so one model serves every head at
+    that step. This is exact when a head's maps depend only on the modules in its own list
+    (e.g. ``("features", "heads.<h>")`` of the multi-head model: the other heads' layers are
+    randomized too, but they do not feed head ``h``). A module listed for several heads must stand
+    at the same step (distance from the top) in each list; heads for which it does not run in
+    separate passes.
+
+    The trained model's maps (step 0) are computed once and shared by every seed; all maps of a
+    step run in one ``attribute_fn`` call. ``model`` is never modified.
+    """
+    heads = list(targets)
+    if not heads or set(heads) != set(layers):
+        raise ValueError(f"targets {heads} and layers {list(layers)} must name the same heads")
+    names = {h: list(layers[h]) for h in heads}
+    groups: list[tuple[list[str], dict[str, int]]] = []  # heads whose shared layers stand at the same step
+    for h in heads:
+        _check_layers(model, names[h])
+        mine = {name: k for k, name in enumerate(reversed(names[h]), start=1)}
+        for members, step_of in groups:
+            if all(step_of.get(name, k) == k for name, k in mine.items()):
+                members.append(h)
+                step_of.update(mine)
+                break
+        else:
+            groups.append(([h], mine))
+    out: dict[str, list[list[dict]]] = {}
+    for members, _ in groups:
+        out.update(_head_cascades(model, attribute_fn, x, {h: targets[h] for h in members},
+                                  {h: names[h] for h in members}, seeds))
+    return {h: out[h] for h in heads}
+
+
+def _head_cascades(model, attribute_fn, x, targets, names, seeds) -> dict[str, list[list[dict]]]:
+    heads = list(targets)
+    depth = max(len(v) for v in names.values())
+    reference = _attribute(attribute_fn, copy.deepcopy(model), x, targets)
+    first = {h: _step("none", [], reference[h], reference[h]) for h in heads}
+    out: dict[str, list[list[dict]]] = {h: [] for h in heads}
+    for seed in seeds:
+        work = copy.deepcopy(model)
+        cuda_devices = sorted({p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"})
+        runs = {h: [first[h]] for h in heads}
+        for k in range(1, depth + 1):
+            for name in dict.fromkeys(names[h][-k] for h in heads if k <= len(names[h])):
+                with torch.random.fork_rng(devices=cuda_devices):
+                    torch.manual_seed(seed + k)
+                    _reinitialize(work.get_submodule(name))
+            live = [h for h in heads if k <= len(names[h])]
+            maps = _attribute(attribute_fn, work, x, {h: targets[h] for h in live})
+            for h in live:
+                runs[h].append(_step(names[h][-k], names[h][-k:][::-1], maps[h], reference[h]))
+        for h in heads:
+            out[h].append(runs[h])
+    return out
+
+
+def _attribute(attribute_fn, work, x, targets) -> dict[str, torch.Tensor]:
+    with torch.enable_grad():
+        maps = attribute_fn(work, x, targets)
+    return {h: torch.as_tensor(maps[h]).detach() for h in targets}
 
 
 def merge_cascades(runs: Sequence[list[dict]]) -> list[dict]:

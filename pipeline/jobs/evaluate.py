@@ -35,7 +35,7 @@ from pipeline.errors import CnnvisError
 from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion
 from pipeline.evaluation.localization import localization_scores, pointing_game_valid
 from pipeline.evaluation.sampling import evaluation_sample
-from pipeline.evaluation.sanity import merge_cascades, parameter_layers, randomization_cascade
+from pipeline.evaluation.sanity import head_cascades, merge_cascades, parameter_layers
 from pipeline.evaluation.scoreboard import COLUMNS, evaluation_observations, print_bars, write_tables
 from pipeline.jobs.method_choice import build_method, chosen_methods, needs_layer
 from pipeline.report.sections import Figure, Section, Table
@@ -100,6 +100,8 @@ class EvaluateJob:
             start = time.perf_counter()
             results = self._maps(self.ctx.net, factory, x, None, self.heads, batch_size)
             elapsed = time.perf_counter() - start
+            cascades = (self._sanity(factory, x[:n_sanity], {h: r.targets[:n_sanity] for h, r in results.items()},
+                                     batch_size) if n_sanity else {})
             for head, res in results.items():
                 maps = res.maps.float().cpu()
                 row = {"method": name, "head": head, "layer": self.layer if needs_layer(factory) else "input",
@@ -116,7 +118,7 @@ class EvaluateJob:
                     self._faithfulness(name, head, res, x[:n_faith], maps[:n_faith], batch_size, row, arrays, ev,
                                        random_cache)
                 if n_sanity:
-                    steps = self._sanity(factory, head, x[:n_sanity], res.targets[:n_sanity], batch_size)
+                    steps = cascades[head]
                     ev.cascades.setdefault(head, {})[name] = steps
                     top = steps[1]["mean"] if len(steps) > 1 else float("nan")
                     row["sanity_top_layer"], row["sanity_last_step"] = top, steps[-1]["mean"]
@@ -145,16 +147,20 @@ class EvaluateJob:
             ev.curves[(head, mode)]["random order"] = rc.cpu().numpy()
             arrays[f"{mode}_curves"] = c.cpu().numpy()
 
-    def _sanity(self, factory, head: str, x: torch.Tensor, targets: torch.Tensor, batch_size: int) -> list[dict]:
+    def _sanity(self, factory, x: torch.Tensor, targets: dict[str, torch.Tensor], batch_size: int) -> dict[str, list[dict]]:
+        """``{head: merged cascade}``: every head's randomization cascades (``sanity_repeats``
+        seeds: ``seed + 1000 r``) from shared runs -- each step's maps of every head in one call,
+        the trained model's maps once (see :func:`~pipeline.evaluation.sanity.head_cascades`)."""
         net = self.ctx.net
-        layers = parameter_layers(net, prefixes=("features", f"heads.{head}") if self.ctx.multihead else None)
+        layers = {h: parameter_layers(net, prefixes=("features", f"heads.{h}") if self.ctx.multihead else None)
+                  for h in targets}
 
         def attribute(model, xb, t):
-            return self._maps(model, factory, xb, {head: t}, [head], batch_size)[head].maps
+            return {h: r.maps for h, r in self._maps(model, factory, xb, dict(t), list(t), batch_size).items()}
 
-        runs = [randomization_cascade(net, attribute, x, targets.to(x.device), seed=self.seed + 1000 * r, layers=layers)
-                for r in range(self.sanity_repeats)]
-        return merge_cascades(runs)
+        runs = head_cascades(net, attribute, x, {h: t.to(x.device) for h, t in targets.items()}, layers,
+                             seeds=[self.seed + 1000 * r for r in range(self.sanity_repeats)])
+        return {h: merge_cascades(r) for h, r in runs.items()}
 
     # -- storing, drawing, reporting --------------------------------------------------------------
     def store(self, result: Evaluation, writer, run_dir: Path) -> None:

@@ -213,3 +213,76 @@ def test_merge_cascades_pools_independent_draws():
         merge_cascades([])
     with pytest.raises(ValueError, match="different layers"):
         merge_cascades([runs[0], runs[1][:2]])
+
+
+def _small_multihead():
+    from pipeline.models.multihead import MultiHead
+
+    torch.manual_seed(0)
+    net = MultiHead(channels=(4, 6, 8), head_hidden=(5,))
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(16, 3, 28, 28))  # batch-norm statistics that are not the defaults
+    return net.eval()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_head_cascades_equal_one_cascade_per_head(method):
+    """Every head's maps from one shared model per step (its own layers re-initialized with its
+    own seeds) equal that head's own cascade, for each seed; the reference is shared."""
+    from pipeline.attribution.gradcam import GradCAM
+    from pipeline.attribution.scorecam import ScoreCAM
+    from pipeline.evaluation.sanity import head_cascades
+
+    net = _small_multihead()
+    heads = list(net.head_classes)
+    cls = GradCAM if method == "gradcam" else ScoreCAM
+    x = torch.rand(3, 3, 28, 28)
+    targets = {h: torch.tensor([0, 1, 0]) for h in heads}
+    layers = {h: parameter_layers(net, prefixes=("features", f"heads.{h}")) for h in heads}
+    before = [p.clone() for p in net.parameters()]
+
+    def all_heads(model, xb, t):
+        return {h: r.maps for h, r in cls(model, "features.conv3", heads=list(t))(xb, dict(t)).items()}
+
+    seeds = [5, 1005]
+    joint = head_cascades(net, all_heads, x, targets, layers, seeds)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # the model is not modified
+    for h in heads:
+        def one_head(model, xb, t, h=h):
+            return cls(model, "features.conv3", heads=[h])(xb, {h: t})[h].maps
+
+        assert len(joint[h]) == len(seeds)
+        for seed, got in zip(seeds, joint[h]):
+            want = randomization_cascade(net, one_head, x, targets[h], seed=seed, layers=layers[h])
+            assert [s["layer"] for s in got] == [s["layer"] for s in want]
+            assert [s["randomized"] for s in got] == [s["randomized"] for s in want]
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g["maps"], w["maps"], rtol=0, atol=0)
+                torch.testing.assert_close(g["spearman"], w["spearman"], rtol=0, atol=0)
+        # a different seed gives different maps once the top layer is randomized
+        assert not torch.equal(joint[h][0][1]["maps"], joint[h][1][1]["maps"])
+
+
+def test_head_cascades_run_heads_with_clashing_layers_apart():
+    """A layer at different steps in two heads' lists: those heads run in separate passes,
+    each still equal to its own cascade."""
+    from pipeline.evaluation.sanity import head_cascades
+
+    torch.manual_seed(1)
+    net = nn.Sequential(OrderedDict(a=nn.Linear(4, 4), b=nn.Linear(4, 4), c=nn.Linear(4, 1)))
+    x = torch.rand(2, 4)
+    layers = {"p": ["a", "b", "c"], "q": ["a", "c"]}  # "a" at step 3 for p, step 2 for q
+    calls = []
+
+    def fn(model, xb, t):
+        calls.append(sorted(t))
+        y = model(xb).expand(-1, 4) * xb
+        return {h: y.view(2, 2, 2) for h in t}
+
+    joint = head_cascades(net, fn, x, {"p": None, "q": None}, layers, seeds=[0])
+    assert ["p"] in calls and ["q"] in calls and ["p", "q"] not in calls
+    for h in ("p", "q"):
+        want = randomization_cascade(net, lambda m, xb, t: fn(m, xb, {h: t})[h], x, None, seed=0, layers=layers[h])
+        for g, w in zip(joint[h][0], want):
+            torch.testing.assert_close(g["maps"], w["maps"], rtol=0, atol=0)
