@@ -59,7 +59,8 @@ class LitClassifier(pl.LightningModule):
     def __init__(self, net: Mapping, optimizer: Mapping, scheduler: Mapping | None = None,
                  name: str = "model", class_names: Sequence[str] | None = None,
                  head_weights: Mapping[str, float] | None = None, dataset: str | None = None,
-                 input_shape: Sequence[int] | None = None, normalize: Mapping | None = None, **_ignored):
+                 input_shape: Sequence[int] | None = None, normalize: Mapping | None = None,
+                 channels_last: bool = False, **_ignored):
         from pipeline.models.custom import build_net, head_classes_of, normalize_inputs
 
         super().__init__()
@@ -68,6 +69,7 @@ class LitClassifier(pl.LightningModule):
             "name": name, "dataset": dataset, "class_names": list(class_names or []),
             "head_weights": _plain(head_weights), "input_shape": _plain(input_shape), "normalize": _plain(normalize),
         })
+        self.channels_last = bool(channels_last)  # a speed setting only: not saved, any checkpoint loads either way
         self.net: nn.Module = build_net(self.hparams.net)
         normalize_inputs(self.net, self.hparams.normalize)  # model.normalize: inside the forward, images stay in [0, 1]
         # any nn.Module (model=custom): heads learned from one forward pass, kept on the net for the visualizers
@@ -104,6 +106,23 @@ class LitClassifier(pl.LightningModule):
 
     def forward(self, x: torch.Tensor):
         return self.net(x)
+
+    # -- memory layout (model.channels_last) ---------------------------------------------------
+    # NHWC ("channels last") convolutions run about 1.3x faster than NCHW on x86 CPUs (oneDNN);
+    # the arithmetic is the same. Only while Lightning trains or tests: the net returns to the
+    # default layout afterwards, and checkpoints load into a default-layout net (visualize.py).
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def teardown(self, stage: str) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.contiguous_format)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
+            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
 
     # -- shared step -------------------------------------------------------------------------
     def _targets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:

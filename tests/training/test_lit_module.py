@@ -74,3 +74,30 @@ def test_head_weights_scale_the_loss():
     t = split_label(y, HEADS)
     ce = nn.functional.cross_entropy(b.net(x)["angle"], t["angle"])
     assert (lb - la).item() == pytest.approx(ce.item(), rel=1e-5)
+
+
+def test_channels_last_trains_in_nhwc_with_the_same_arithmetic_and_hands_back_a_default_layout_net():
+    torch.manual_seed(0)
+    nhwc = LitClassifier({**NET, "channels": [8, 8, 8]}, OPT, name="multihead", channels_last=True)
+    nchw = LitClassifier({**NET, "channels": [8, 8, 8]}, OPT, name="multihead", channels_last=False)
+    nchw.load_state_dict(nhwc.state_dict())
+    x, labels = torch.rand(16, 3, 28, 28), torch.randint(0, 96, (16,))
+    nhwc.setup("fit")
+    nchw.setup("fit")
+    conv = nhwc.net.features.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert nchw.net.features.conv1.weight.is_contiguous()
+    batch = nhwc.on_after_batch_transfer((x, labels), 0)
+    assert batch[0].is_contiguous(memory_format=torch.channels_last) and torch.equal(batch[0], x)
+    assert torch.equal(batch[1], labels)
+    assert nchw.on_after_batch_transfer((x, labels), 0)[0].is_contiguous()
+    losses = []
+    for m, b in ((nhwc, batch), (nchw, (x, labels))):
+        loss = m._step(b)[0]
+        loss.backward()
+        losses.append(loss)
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    for (name, p), q in zip(nhwc.net.named_parameters(), nchw.net.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
+    nhwc.teardown("fit")
+    assert all(p.is_contiguous() for p in nhwc.net.parameters())
