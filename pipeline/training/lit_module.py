@@ -119,10 +119,8 @@ class LitClassifier(pl.LightningModule):
         if self.channels_last:
             self.net.to(memory_format=torch.contiguous_format)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
-            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return batch
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     # -- shared step -------------------------------------------------------------------------
     def _targets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -132,7 +130,7 @@ class LitClassifier(pl.LightningModule):
 
     def _step(self, batch):
         x, labels = batch
-        out = self.net(x)
+        out = self.net(self._layout(x))
         logits = out if isinstance(out, dict) else {self.main_head: out}
         targets = self._targets(labels)
         loss = sum(self.head_weights[h] * head_loss(logits[h], targets[h]) for h in self.head_classes)

@@ -87,15 +87,17 @@ def test_channels_last_trains_in_nhwc_with_the_same_arithmetic_and_hands_back_a_
     conv = nhwc.net.features.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert nchw.net.features.conv1.weight.is_contiguous()
-    batch = nhwc.on_after_batch_transfer((x, labels), 0)
-    assert batch[0].is_contiguous(memory_format=torch.channels_last) and torch.equal(batch[0], x)
-    assert torch.equal(batch[1], labels)
-    assert nchw.on_after_batch_transfer((x, labels), 0)[0].is_contiguous()
+    assert nhwc._layout(x).is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc._layout(x), x)
+    assert nchw._layout(x).is_contiguous()
+    batch = (x, labels)
+    seen = []
+    nhwc.net.register_forward_pre_hook(lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     losses = []
     for m, b in ((nhwc, batch), (nchw, (x, labels))):
         loss = m._step(b)[0]
         loss.backward()
         losses.append(loss)
+    assert seen == [True]   # the training step hands the net an NHWC batch
     assert torch.allclose(losses[0], losses[1], atol=1e-5)
     for (name, p), q in zip(nhwc.net.named_parameters(), nchw.net.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
