@@ -198,6 +198,20 @@ class LinesFolderDataSchema(DataSchema):
 
 
 @dataclass
+class ImageFolderDataSchema(DataSchema):
+    """dataset=image_folder (typed, no unknown keys); channels, num_classes: null = inferred
+    (pipeline/data/image_folder_datamodule.py)."""
+    root: str = MISSING
+    channels: Optional[int] = None
+    num_classes: Optional[int] = None
+    image_size: int = 64
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    cache_dir: Optional[str] = None
+    progress: bool = True
+
+
+@dataclass
 class RenderSchema:
     """render: every saved figure's format and resolution (conf/render/default.yaml, pipeline/rendering/output.py)."""
     format: str = "png"
@@ -290,16 +304,15 @@ def _open_root(schema):
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (called by the entry scripts and the tests)."""
-    from pipeline.help_groups import register_help_resolver
+    from pipeline.help_groups import register_help_resolver, use_lazy_help
 
     register_help_resolver()   # ${help_groups:} in conf/hydra/*.yaml's help template
+    use_lazy_help()            # --help: Hydra lists every config group only where the template asks
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
     cs.store(name="visualize_schema", node=_open_root(VisualizeSchema))
     cs.store(group="dataset", name="base_lines", node=LinesDataSchema, package="data")
     cs.store(group="dataset", name="base_idx", node=IdxDataSchema, package="data")
     cs.store(group="dataset", name="base_lines_folder", node=LinesFolderDataSchema, package="data")
-    from pipeline.data.image_folder_datamodule import ImageFolderDataSchema
-
     cs.store(group="dataset", name="base_image_folder", node=ImageFolderDataSchema, package="data")
     cs.store(name="eval_schema", node=EvalSchema)

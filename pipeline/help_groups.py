@@ -5,8 +5,14 @@ visualize.py ``trainer=``) and the schema nodes registered in the ConfigStore (`
 ``${help_groups:}`` in ``hydra.help.template`` (conf/hydra/*.yaml) lists instead the groups of the
 composed config's defaults (``hydra.runtime.choices``, plus the groups named as its arguments),
 each with its options, ``base_*`` left out.
+
+Hydra computes ``$APP_CONFIG_GROUPS`` and ``$HYDRA_CONFIG_GROUPS`` for every ``--help`` even when
+the template does not name them (about 8 s: every group of conf/ and of the installed plugins);
+:func:`use_lazy_help` makes it compute only the placeholders the template names.
 """
 from __future__ import annotations
+
+import string
 
 from omegaconf import OmegaConf
 
@@ -34,3 +40,29 @@ def help_groups(*extra: str) -> str:
 def register_help_resolver() -> None:
     if not OmegaConf.has_resolver("help_groups"):
         OmegaConf.register_new_resolver("help_groups", help_groups)
+
+
+def _is_hydra_group(group: str) -> bool:
+    return group == "hydra" or group.startswith("hydra/")
+
+
+def _lazy_get_help(self, help_cfg, cfg, args_parser, resolve: bool) -> str:
+    """Hydra 1.3's ``Hydra.get_help`` (``--help``, ``--hydra-help``), computing only the placeholders
+    that the template names; the text is the same."""
+    template = string.Template(help_cfg.template)
+    values = {
+        "FLAGS_HELP": lambda: self.format_args_help(args_parser),
+        "HYDRA_CONFIG_GROUPS": lambda: self.format_config_groups(_is_hydra_group),
+        "APP_CONFIG_GROUPS": lambda: self.format_config_groups(lambda g: not _is_hydra_group(g)),
+        "CONFIG": lambda: OmegaConf.to_yaml(cfg, resolve=resolve),
+    }
+    named = set(template.get_identifiers())
+    return template.substitute({key: value() for key, value in values.items() if key in named})
+
+
+def use_lazy_help() -> None:
+    """Replace Hydra's ``Hydra.get_help`` by :func:`_lazy_get_help` (once; called by register_configs)."""
+    from hydra._internal.hydra import Hydra
+
+    if Hydra.get_help is not _lazy_get_help:
+        Hydra.get_help = _lazy_get_help

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -15,7 +13,7 @@ from pipeline.data.image_folder import (ImageFolderError, infer_channels, load_i
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageFolderDataModule", "ImageFolderDataSchema", "fill_inferred"]
+__all__ = ["ImageFolderDataModule", "fill_inferred"]   # its config schema: pipeline.config.ImageFolderDataSchema
 
 
 class ImageFolderDataModule(InMemoryDataModule):
@@ -82,28 +80,3 @@ def fill_inferred(cfg, datamodule) -> None:
             if cfg.data.get(key) is None and getattr(datamodule, key, None) is not None:
                 cfg.data[key] = int(getattr(datamodule, key))
 
-
-def _schema():
-    from omegaconf import MISSING
-
-    from pipeline.config import DataSchema
-
-    @dataclass
-    class ImageFolderDataSchema(DataSchema):
-        """dataset=image_folder (typed, no unknown keys); channels, num_classes: null = inferred."""
-        root: str = MISSING
-        channels: Optional[int] = None
-        num_classes: Optional[int] = None
-        image_size: int = 64
-        test_fraction: float = 0.2
-        val_fraction: float = 0.1
-        cache_dir: Optional[str] = None
-        progress: bool = True
-
-    return ImageFolderDataSchema
-
-
-def __getattr__(name):  # the schema extends pipeline.config.DataSchema, which imports the jobs: built on first use
-    if name == "ImageFolderDataSchema":
-        return _schema()
-    raise AttributeError(name)

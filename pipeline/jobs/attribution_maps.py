@@ -24,7 +24,6 @@ from pipeline.jobs.base import safe_name
 from pipeline.jobs.method_choice import build_method, chosen_methods, needs_layer
 from pipeline.jobs.target_choice import TargetSpec, head_logits, is_target_list, parse_targets
 from pipeline.report.sections import Figure, Section, Table
-from pipeline.training.lit_module import head_probabilities
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import last_conv_name
@@ -78,6 +77,9 @@ class AttributionMapsJob:
         x = images.images.to(self.ctx.device)
         probs = None
         if any(s.rank is not None for s in self.targets):   # topK: ranked by the model's probabilities
+            # imported here: lit_module imports pytorch_lightning, which pipeline/config.py must not pull in
+            from pipeline.training.lit_module import head_probabilities
+
             logits = head_logits(self.ctx.net, images.images, batch_size, self.ctx.device)
             probs = {h: head_probabilities(logits[h]) for h in self.heads}
         out = []

@@ -11,20 +11,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pipeline.errors import CnnvisError
-from pipeline.evaluation.probe import FactorResult, run_probe, write_csv
 from pipeline.evaluation.probe_factors import IMAGE_FACTORS, LINE_FACTORS, check_factors
-from pipeline.evaluation.probe_observations import probe_observations
 from pipeline.evaluation.sampling import evaluation_sample
 from pipeline.report.sections import Figure, Section, Table
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
 
+if TYPE_CHECKING:
+    from pipeline.evaluation.probe import FactorResult
+
 __all__ = ["ProbeJob"]
+
+# pipeline.evaluation.probe (and probe_observations) are imported where they are used: they import
+# pytorch_lightning (through pipeline.training.lit_module), which pipeline/config.py must not pull in
+# when it reads this job's settings for the config schema
 
 
 @dataclass
@@ -60,6 +65,8 @@ class ProbeJob:
 
     def compute(self, images: Selection, batch_size: int) -> Probe:
         """Accuracies on its own sample of the test set (the run's images are not used)."""
+        from pipeline.evaluation.probe import run_probe
+
         ctx = self.ctx
         idx = evaluation_sample(ctx.datamodule.test.labels, self.num_images, self.seed)
         results, facts = run_probe(ctx.net, ctx.head_classes, ctx.datamodule, idx, self.factors, self.renderable,
@@ -67,6 +74,8 @@ class ProbeJob:
         return Probe(idx, results, facts)
 
     def store(self, result: Probe, writer, run_dir: Path) -> None:
+        from pipeline.evaluation.probe import write_csv
+
         writer.write_probe_indices(result.indices, attrs={
             "images": len(result.indices), "redrawn": self.renderable, "style": self.style.name if self.style else None,
             "differs_from_stored": result.facts.get("differs_from_stored")})
@@ -85,6 +94,8 @@ class ProbeJob:
                              f"grey line: {self.ok_accuracy:.0%}")]
 
     def section(self, result: Probe, figures: list[Figure]) -> Section:
+        from pipeline.evaluation.probe_observations import probe_observations
+
         results, n = result.results, len(result.indices)
         heads = list(results[0].accuracy)
         rows = [[r.factor, name, *[float(r.accuracy[h][i]) for h in heads]]
