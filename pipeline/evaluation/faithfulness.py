@@ -19,7 +19,10 @@ The scorer is called as ``score_fn(x_batch, index) -> [B]``: ``x_batch`` is ``[B
 and ``index`` the ``[B]`` long tensor of the images' positions in ``x`` (batches mix images
 and steps, so the scorer needs it to look up each image's target; see
 :func:`class_probability_fn`). All ``N * (steps + 1)`` perturbed images are scored in
-batches of ``batch_size``, under ``torch.no_grad()``.
+batches of ``batch_size``, under ``torch.inference_mode()``. The two ends of every curve are the
+image itself and the baseline image, whatever the order: a caller scoring several maps of the
+same images can score those once (:func:`end_scores`) and pass them as ``ends``, and only the
+``N * (steps - 1)`` images in between are run.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["deletion_insertion", "pixel_order", "class_probability_fn"]
+__all__ = ["deletion_insertion", "pixel_order", "class_probability_fn", "end_scores"]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -51,13 +54,15 @@ def pixel_order(maps: torch.Tensor, order: str = "map", seed: int = 0) -> torch.
 
 def deletion_insertion(score_fn: ScoreFn, x: torch.Tensor, maps: torch.Tensor, steps: int = 28,
                        baseline: float | torch.Tensor = 0.0, mode: str = "deletion",
-                       order: str = "map", seed: int = 0,
-                       batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                       order: str = "map", seed: int = 0, batch_size: int = 256,
+                       ends: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Deletion or insertion curves ``[N, steps + 1]`` and their AUCs ``[N]``.
 
     ``x``: ``[N, C, H, W]`` images; ``maps``: ``[N, H, W]`` at the same resolution;
     ``baseline``: a number or a tensor broadcastable to ``x`` (e.g. ``[C, 1, 1]`` channel
-    means, or ``[N, C, H, W]`` blurred images). See the module docstring.
+    means, or ``[N, C, H, W]`` blurred images); ``ends``: the scores ``[N]`` of the images and
+    of the baseline images, as :func:`end_scores` gives them for the same ``score_fn``, ``x``
+    and ``baseline`` (not recomputed then). See the module docstring.
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
@@ -82,29 +87,60 @@ def deletion_insertion(score_fn: ScoreFn, x: torch.Tensor, maps: torch.Tensor, s
     rank.scatter_(1, order_idx, torch.arange(p, device=x.device).expand(n, p))
     counts = (torch.arange(steps + 1, device=x.device) * p) // steps  # pixels changed per step
 
-    total = n * (steps + 1)
-    scores = torch.empty(total, dtype=torch.float64, device=x.device)
-    with torch.no_grad():
+    curves = torch.empty(n, steps + 1, dtype=torch.float64, device=x.device)
+    first = 0  # the steps run: all, or those between the ends
+    if ends is not None:
+        intact, blank = (torch.as_tensor(e).detach().to(device=x.device, dtype=torch.float64).reshape(-1) for e in ends)
+        if len(intact) != n or len(blank) != n:
+            raise ValueError(f"ends must be two [N] = [{n}] score tensors")
+        curves[:, 0], curves[:, steps] = (intact, blank) if mode == "deletion" else (blank, intact)
+        first = 1
+    per = steps + 1 - 2 * first
+    total = n * per
+    scores = curves[:, first:first + per]
+    with torch.inference_mode():
         for start in range(0, total, batch_size):
             j = torch.arange(start, min(start + batch_size, total), device=x.device)
-            img, step = j // (steps + 1), j % (steps + 1)
-            changed = (rank[img] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
-            if mode == "deletion":
-                batch = torch.where(changed, base[img], x[img])
-            else:
-                batch = torch.where(changed, x[img], base[img])
-            out = torch.as_tensor(score_fn(batch, img))
-            if out.ndim == 2 and out.shape[1] == 1:
-                out = out[:, 0]
-            if tuple(out.shape) != (len(j),):
-                raise ValueError(f"score_fn must return [B] = [{len(j)}] scores, got {tuple(out.shape)}")
-            scores[start:start + len(j)] = out.detach().to(device=x.device, dtype=torch.float64)
+            img, step = j // per, j % per + first
+            out = _score(score_fn, _perturbed(x, base, rank, counts, img, step, mode), img)
+            scores[img, step - first] = out.to(device=x.device, dtype=torch.float64)
 
-    curves = scores.view(n, steps + 1)
     frac = counts.to(torch.float64) / p
     auc = torch.trapezoid(curves, x=frac, dim=1)
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     return curves.to(dtype), auc.to(dtype)
+
+
+def _perturbed(x, base, rank, counts, img, step, mode: str) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    changed = (rank[img] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
+    return torch.where(changed, base[img], x[img]) if mode == "deletion" else torch.where(changed, x[img], base[img])
+
+
+def _score(score_fn: ScoreFn, batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    out = torch.as_tensor(score_fn(batch, index))
+    if out.ndim == 2 and out.shape[1] == 1:
+        out = out[:, 0]
+    if tuple(out.shape) != (len(index),):
+        raise ValueError(f"score_fn must return [B] = [{len(index)}] scores, got {tuple(out.shape)}")
+    return out.detach()
+
+
+def end_scores(score_fn: ScoreFn, x: torch.Tensor, baseline: float | torch.Tensor = 0.0,
+               batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scores of the images, scores of the baseline images)``, each float64 ``[N]``: the two
+    ends of every deletion and insertion curve of ``x`` (``ends=`` of :func:`deletion_insertion`)."""
+    n = len(x)
+    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand(x.shape)
+    out = []
+    for images in (x, base):
+        s = torch.empty(n, dtype=torch.float64, device=x.device)
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = torch.arange(start, min(start + batch_size, n), device=x.device)
+                s[start:start + len(idx)] = _score(score_fn, images[idx], idx).to(device=x.device, dtype=torch.float64)
+            out.append(s)
+    return out[0], out[1]
 
 
 def class_probability_fn(model: torch.nn.Module, targets: torch.Tensor, head: str | None = None) -> ScoreFn:
@@ -113,11 +149,15 @@ def class_probability_fn(model: torch.nn.Module, targets: torch.Tensor, head: st
     Logits ``[B, K]`` -> softmax, then the target's probability; a one-unit (binary) output
     -> ``sigmoid(logit)`` for target 1 and ``1 - sigmoid(logit)`` for target 0. For a
     model returning a dict of logits (the multihead model), ``head`` picks the output.
-    The model's train/eval mode is not changed (call ``model.eval()`` first).
+    The model's train/eval mode is not changed (call ``model.eval()`` first). A float32 batch
+    on the CPU goes in as ``channels_last`` (the layout oneDNN is fastest in; the values are
+    the same up to float rounding).
     """
     targets = torch.as_tensor(targets).long()
 
     def score(xb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if xb.ndim == 4 and xb.device.type == "cpu" and xb.dtype == torch.float32:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         out = model(xb)
         if isinstance(out, dict):
             if head is None:

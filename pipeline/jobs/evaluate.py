@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.errors import CnnvisError
-from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion
+from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion, end_scores
 from pipeline.evaluation.localization import localization_scores, pointing_game_valid
 from pipeline.evaluation.sampling import evaluation_sample
 from pipeline.evaluation.sanity import head_cascades, merge_cascades, parameter_layers
@@ -134,13 +134,17 @@ class EvaluateJob:
     def _faithfulness(self, name, head, res, xf, mf, batch_size, row, arrays, ev, random_cache) -> None:
         score = class_probability_fn(self.ctx.net, res.targets.to(self.ctx.device), head if self.ctx.multihead else None)
         mf = mf.to(self.ctx.device)
+        targets = (head, tuple(res.targets[:len(xf)].tolist()))
+        if targets not in random_cache:  # the curves' ends (the image, the baseline) do not depend on the method
+            random_cache[targets] = end_scores(score, xf, batch_size=batch_size)
+        ends = random_cache[targets]
         for mode in ("deletion", "insertion"):
             c, auc = deletion_insertion(score, xf, mf, steps=self.deletion_steps, mode=mode, order="map",
-                                        seed=self.seed, batch_size=batch_size)
-            key = (head, mode, tuple(res.targets[:len(xf)].tolist()))
+                                        seed=self.seed, batch_size=batch_size, ends=ends)
+            key = (head, mode, targets[1])
             if key not in random_cache:  # the random order does not depend on the method
                 random_cache[key] = deletion_insertion(score, xf, mf, steps=self.deletion_steps, mode=mode,
-                                                       order="random", seed=self.seed, batch_size=batch_size)
+                                                       order="random", seed=self.seed, batch_size=batch_size, ends=ends)
             rc, rauc = random_cache[key]
             row[f"{mode}_auc"], row[f"{mode}_auc_random"] = float(auc.mean()), float(rauc.mean())
             ev.curves.setdefault((head, mode), {})[name] = c.cpu().numpy()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion, pixel_order
+from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion, end_scores, pixel_order
 
 N, C, S, STEPS = 6, 2, 8, 8          # 64 pixels, 8 per step; each region is 8 pixels
 
@@ -173,3 +173,22 @@ def test_class_probability_fn_single_and_multihead():
     curves, auc = deletion_insertion(class_probability_fn(model, targets_multi, head="multi"),
                                      x, torch.rand(4, 4, 4), steps=4)
     assert ((curves >= 0) & (curves <= 1)).all() and ((auc >= 0) & (auc <= 1)).all()
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+@pytest.mark.parametrize("order", ["map", "random"])
+def test_precomputed_ends_give_the_same_curves(mode, order):
+    """``ends`` (the scores of the images and of the baseline, once for many maps) leave the
+    curves unchanged and only the steps in between are run."""
+    x, regions, score_fn, good, calls = make_problem()
+    baseline = torch.full((C, 1, 1), 0.25)
+    ref, ref_auc = deletion_insertion(score_fn, x, good, steps=STEPS, mode=mode, order=order, baseline=baseline)
+    ends = end_scores(score_fn, x, baseline, batch_size=4)
+    calls.clear()
+    out, auc = deletion_insertion(score_fn, x, good, steps=STEPS, mode=mode, order=order, baseline=baseline,
+                                  ends=ends, batch_size=20)
+    assert sum(calls) == N * (STEPS - 1)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-7)
+    torch.testing.assert_close(auc, ref_auc, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="ends"):
+        deletion_insertion(score_fn, x, good, steps=STEPS, ends=(ends[0][:2], ends[1]))
