@@ -19,7 +19,7 @@ PAIRS = [("lines", "multihead"), ("lines", "cnn_basic"), ("lines", "cnn_deep"),
 
 
 @pytest.mark.parametrize("dataset,model", PAIRS)
-def test_each_model_trains_and_writes_its_artefacts(tiny_cfg, dataset, model):
+def test_each_model_trains_and_writes_its_artefacts(tiny_cfg, tmp_path, dataset, model):
     cfg = tiny_cfg(dataset, model)
     summary = run_training(cfg)
     run_dir = Path(summary["run_dir"])
@@ -48,6 +48,27 @@ def test_each_model_trains_and_writes_its_artefacts(tiny_cfg, dataset, model):
     # the visualizer finds this run without being told the path
     found = find_latest_run(Path(cfg.paths.outputs_dir), dataset, model, include_cut_short=True)
     assert found.best_checkpoint == Path(summary["best_checkpoint"])
+    if (dataset, model) == ("lines", "multihead"):
+        _check_visualize_report_reuses_the_training_figures(run_dir, tmp_path, model, dataset)
+
+
+def _check_visualize_report_reuses_the_training_figures(run_dir: Path, tmp_path: Path, model: str, dataset: str):
+    """The run's figures carry their stamp (pipeline/rendering/stamps.py), so the visualize report
+    copies them; a redraw (stamps removed) gives the same pictures."""
+    from pipeline.rendering.stamps import STAMP_NAME, reusable_figures
+    from pipeline.report.train_report import redrawn_training_figures
+
+    assert reusable_figures(run_dir / "curves", [run_dir / "metrics.csv"]) is not None
+    copied = redrawn_training_figures(run_dir, tmp_path / "copied", model=model, dataset=dataset)
+    for folder in ("curves", "confusion"):
+        (run_dir / folder / STAMP_NAME).unlink()
+    redrawn = redrawn_training_figures(run_dir, tmp_path / "redrawn", model=model, dataset=dataset)
+    assert [f.path.relative_to(tmp_path / "copied") for f in copied] == \
+        [f.path.relative_to(tmp_path / "redrawn") for f in redrawn]
+    assert len(copied) == 3 + 5
+    for a, b in zip(copied, redrawn):
+        assert a.path.read_bytes() == (run_dir / a.path.relative_to(tmp_path / "copied")).read_bytes()
+        assert np.array_equal(np.asarray(Image.open(a.path)), np.asarray(Image.open(b.path))), a.path.name
 
 
 def test_checkpoint_reload_gives_identical_predictions(tiny_cfg):
@@ -68,9 +89,13 @@ def test_checkpoint_reload_gives_identical_predictions(tiny_cfg):
     assert a.hparams.name == "multihead" and len(a.hparams.class_names) == 96
 
 
-def test_seed_makes_training_reproducible(tiny_cfg):
-    s1 = run_training(tiny_cfg("lines", "cnn_basic", ["trainer.deterministic=true"]))
-    s2 = run_training(tiny_cfg("lines", "cnn_basic", ["trainer.deterministic=true"]))
+@pytest.mark.parametrize("model,extra", [
+    ("cnn_basic", ["trainer.deterministic=true"]),
+    ("multihead", []),   # the demo's settings as they are: channels_last on, deterministic off
+])
+def test_seed_makes_training_reproducible(tiny_cfg, model, extra):
+    s1 = run_training(tiny_cfg("lines", model, extra))
+    s2 = run_training(tiny_cfg("lines", model, extra))
     w1 = torch.load(s1["last_checkpoint"], weights_only=False)["state_dict"]
     w2 = torch.load(s2["last_checkpoint"], weights_only=False)["state_dict"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
