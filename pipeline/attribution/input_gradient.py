@@ -16,7 +16,11 @@ from torch import nn
 
 from pipeline.attribution.base import AttributionMethod, CallState, Scored
 
-__all__ = ["InputGradient", "guided_relus"]
+__all__ = ["InputGradient", "guided_relus", "ROWS_PER_CHUNK"]
+
+# rows (noisy copies, integration steps) materialized per chunk by the methods that run several rows
+# per image; they still go through the model ``batch_size`` rows at a time
+ROWS_PER_CHUNK = 8192
 
 
 class _PositiveGrad(torch.autograd.Function):
@@ -59,6 +63,13 @@ class InputGradient(AttributionMethod):
 
     needs_layer = False
     guided = False
+
+    def _images_for_rows(self, per_image: int) -> int:
+        """Images per chunk for a method running ``per_image`` rows per image: up to ``batch_size``
+        images and :data:`ROWS_PER_CHUNK` rows, so the forwards on the images themselves (targets,
+        baselines) run in big batches too; the rows' batches are the same whatever the chunk
+        (``batch_size`` rows, in image order)."""
+        return max(1, min(self.batch_size, ROWS_PER_CHUNK // max(1, per_image)))
 
     def _input_forward(self, leaf: torch.Tensor, state: CallState) -> dict[str, torch.Tensor]:
         """``{head: logits}`` of a forward recorded from ``leaf`` (through guided ReLUs if ``guided``)."""

@@ -5,8 +5,9 @@ dScore/dx(x0 + a_k (x - x0))`` with Captum's quadrature (``method``: ``"gaussleg
 
 ``attributions`` is per channel and signed (comparable to Captum's); ``maps = |sum_c
 attributions|``; ``extras["delta"]`` is the completeness error ``sum(attributions) - (score(x) -
-score(x0))`` per image. Chunks of ``max(1, batch_size // n_steps)`` images, their integration
-steps run ``batch_size`` rows at a time.
+score(x0))`` per image. Chunks of up to ``batch_size`` images and ``ROWS_PER_CHUNK`` (8192)
+integration rows (:meth:`~pipeline.attribution.input_gradient.InputGradient._images_for_rows`), the
+rows run ``batch_size`` at a time.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class IntegratedGradients(InputGradient):
         self.baseline = baseline
 
     def _images_per_chunk(self) -> int:
-        return max(1, self.batch_size // self.n_steps)
+        return self._images_for_rows(self.n_steps)
 
     def prepare(self, x, state) -> torch.Tensor:
         b = torch.as_tensor(0.0 if self.baseline is None else self.baseline, dtype=x.dtype)

@@ -3,7 +3,8 @@
 ``NoiseTunnel(Saliency(abs=True), nt_type="smoothgrad")`` with that stdev). The noise comes from
 a ``torch.Generator`` seeded with ``seed`` at every call, drawn image by image as
 ``randn([n_samples, C, H, W]) * sigma``, so a result does not depend on ``batch_size``;
-``maps = max_c attributions``. Chunks of ``max(1, batch_size // n_samples)`` images.
+``maps = max_c attributions``. Chunks of up to ``batch_size`` images and 8192 noisy rows, the rows run
+``batch_size`` at a time.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class SmoothGrad(InputGradient):
         self.abs = bool(abs)
 
     def _images_per_chunk(self) -> int:
-        return max(1, self.batch_size // self.n_samples)
+        return self._images_for_rows(self.n_samples)
 
     def prepare(self, x, state) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
