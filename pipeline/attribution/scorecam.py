@@ -47,7 +47,7 @@ class ScoreCAM(AttributionMethod):
         masks = (up - mn[..., None, None]) / rng[..., None, None]
         pairs = torch.nonzero(valid)
         weights = {h: torch.zeros(n, c, device=a.device) for h in scored}
-        with torch.no_grad():
+        with torch.inference_mode():
             for j in range(0, len(pairs), self.mask_batch_size):
                 ii, kk = pairs[j:j + self.mask_batch_size].unbind(1)
                 masked = xb[ii] * masks[ii, kk].unsqueeze(1)
