@@ -20,7 +20,16 @@ INTERNAL_PREFIX = "base_"   # schema nodes that the config files extend, not cho
 
 
 def _options(loader, group: str) -> list[str]:
-    return sorted(o for o in loader.get_group_options(group) if not o.startswith(INTERNAL_PREFIX))
+    # the loader's repository answers what loader.get_group_options(group) does, without the deep copy
+    # of every config source that it makes per call (about 0.2 s each)
+    repository = getattr(loader, "repository", None)
+    if repository is not None:
+        from hydra.core.object_type import ObjectType
+
+        options = repository.get_group_options(group, ObjectType.CONFIG)
+    else:
+        options = loader.get_group_options(group)
+    return sorted(o for o in options if not o.startswith(INTERNAL_PREFIX))
 
 
 def help_groups(*extra: str) -> str:
