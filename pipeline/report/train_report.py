@@ -62,21 +62,37 @@ def redrawn_training_figures(train_run_dir, out_dir, *, model: str, dataset: str
     """A training run's learning curves and confusion matrices drawn again from its numbers
     (``metrics.csv``, ``confusion/<head>.csv``) with this version's plotting code, into
     ``out_dir`` (which gets copies of the CSVs): a report on a run trained by an older version
-    shows the figures a training run makes today. Same captions as :func:`training_figures`."""
+    shows the figures a training run makes today. Figures that this version drew from the same
+    numbers and render settings (their ``figures.json`` stamp, :mod:`pipeline.rendering.stamps`)
+    are copied instead: the same files, without the seconds of drawing. Same captions as
+    :func:`training_figures`."""
     from pipeline.data.lines_labels import class_factors, readable_name
-    from pipeline.rendering.confusion_plots import plot_confusion_matrix
-    from pipeline.rendering.training_plots import plot_learning_curves
+    from pipeline.rendering.stamps import copy_figures, reusable_figures
 
     train_run_dir, out_dir = Path(train_run_dir), Path(out_dir)
     if (train_run_dir / "metrics.csv").is_file():
-        plot_learning_curves(train_run_dir / "metrics.csv", out_dir / "curves")
-    for table in sorted((train_run_dir / "confusion").glob("*.csv")):
+        drawn = reusable_figures(train_run_dir / "curves", [train_run_dir / "metrics.csv"])
+        if drawn is not None:
+            copy_figures(drawn, out_dir / "curves")
+        else:
+            from pipeline.rendering.training_plots import plot_learning_curves
+
+            plot_learning_curves(train_run_dir / "metrics.csv", out_dir / "curves")
+    tables = sorted((train_run_dir / "confusion").glob("*.csv"))
+    title = f"{model} on {dataset}"
+    drawn = reusable_figures(train_run_dir / "confusion", tables, title) if tables else None
+    if drawn is not None:
+        copy_figures([*tables, *drawn], out_dir / "confusion")
+        return training_figures(out_dir)
+    for table in tables:
+        from pipeline.rendering.confusion_plots import plot_confusion_matrix
+
         names, cm = read_confusion_csv(table)
         names = [readable_name(n) for n in names]
         (out_dir / "confusion").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(table, out_dir / "confusion" / table.name)
         plot_confusion_matrix(cm, names, out_dir / "confusion" / f"{table.stem}.png",
-                              f"{model} on {dataset}, {table.stem}", factors=class_factors(names))
+                              f"{title}, {table.stem}", factors=class_factors(names))
     return training_figures(out_dir)
 
 

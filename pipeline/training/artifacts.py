@@ -19,6 +19,7 @@ def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, 
     """``test_metrics.json`` and ``confusion/<head>.png``/``.csv`` from a LitClassifier after
     ``trainer.test`` (its ``test_results`` and ``test_confusion``): written by train.py and eval.py
     alike. ``extra`` adds keys to the JSON. Returns the metrics written."""
+    from pipeline.rendering.stamps import write_stamp
     from pipeline.rendering.training_plots import plot_confusion_matrix, write_confusion_csv
 
     run_dir = Path(run_dir)
@@ -35,6 +36,9 @@ def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, 
         write_confusion_csv(cm, names, cm_dir / f"{head}.csv")
         plot_confusion_matrix(cm, names, cm_dir / f"{head}.png", f"{model_name} on {dataset}, {head}",
                               factors=class_factors(names))
+    # which code drew them from which numbers: the visualize report copies them instead of drawing them again
+    write_stamp(cm_dir, [cm_dir / f"{head}.csv" for head in module.test_confusion], module.test_confusion,
+                title=f"{model_name} on {dataset}")
     tmp = partial_path(run_dir / "test_metrics.json")  # written last and renamed: never a half-written file
     tmp.write_text(json.dumps(metrics, indent=2))
     tmp.replace(run_dir / "test_metrics.json")
@@ -88,6 +92,7 @@ def join_metrics(previous: Path, current: Path) -> None:
 
 
 def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summary: dict) -> None:
+    from pipeline.rendering.stamps import write_stamp
     from pipeline.rendering.training_plots import plot_learning_curves
 
     run_dir = Path(run_dir)
@@ -97,7 +102,7 @@ def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summa
                            class_names=datamodule.class_names)
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.is_file():
-        plot_learning_curves(metrics_csv, run_dir / "curves")
+        write_stamp(run_dir / "curves", [metrics_csv], plot_learning_curves(metrics_csv, run_dir / "curves"))
     rows = layer_table(module.net, (datamodule.channels, datamodule.image_size, datamodule.image_size))
     (run_dir / "model_summary.txt").write_text(
         format_layer_table(rows, f"{cfg.model.name} ({type(module.net).__name__}) for {datamodule.name}") + "\n")

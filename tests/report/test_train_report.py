@@ -107,6 +107,60 @@ def test_an_older_runs_confusion_csv_with_class_ids_is_redrawn_with_readable_nam
     assert np.array_equal(np.asarray(Image.open(figs[0].path)), np.asarray(Image.open(tmp_path / "ref.png")))
 
 
+def _stamp_as_training_does(run):
+    """The figures.json stamps train.py writes beside the figures it drew (pipeline/training/artifacts.py)."""
+    from pipeline.rendering.stamps import write_stamp
+
+    write_stamp(run / "curves", [run / "metrics.csv"], ["loss", "accuracy", "f1"])
+    heads = ["aggregate", "angle", "length"]
+    write_stamp(run / "confusion", [run / "confusion" / f"{h}.csv" for h in heads], heads, title="multihead on lines")
+
+
+def test_figures_this_version_drew_are_copied_not_drawn_again(tmp_path, monkeypatch):
+    import pipeline.rendering.confusion_plots as confusion_plots
+    import pipeline.rendering.training_plots as training_plots
+    from pipeline.report.train_report import redrawn_training_figures
+
+    run = _fake_run(tmp_path / "run")
+    _stamp_as_training_does(run)
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(training_plots, "plot_learning_curves", no_drawing)
+    monkeypatch.setattr(confusion_plots, "plot_confusion_matrix", no_drawing)
+    out = tmp_path / "vis" / "training"
+    figs = redrawn_training_figures(run, out, model="multihead", dataset="lines")
+    assert [f.path.relative_to(out) for f in figs] == [f.path.relative_to(run) for f in training_figures(run)]
+    for f in figs:  # the run's own files (its blank curve pictures included)
+        assert f.path.read_bytes() == (run / f.path.relative_to(out)).read_bytes()
+    assert sorted(p.name for p in (out / "confusion").iterdir()) == sorted(
+        f"{h}.{ext}" for h in ("aggregate", "angle", "length") for ext in ("csv", "png"))
+    assert not list(out.rglob("figures.json"))
+
+
+def test_figures_are_drawn_again_when_numbers_title_or_render_settings_differ(tmp_path):
+    from pipeline.rendering.output import configure_rendering
+    from pipeline.report.train_report import redrawn_training_figures
+
+    run = _fake_run(tmp_path / "run")
+    _stamp_as_training_does(run)
+    with open(run / "metrics.csv", "a") as fh:   # numbers changed after the curves were drawn
+        fh.write("3,29,,0.3,0.9,0.3,0.9,0.95,,\n")
+    redrawn_training_figures(run, tmp_path / "a", model="multihead", dataset="lines")
+    assert np.asarray(Image.open(tmp_path / "a" / "curves" / "loss.png").convert("L")).min() < 100  # drawn
+    assert (tmp_path / "a" / "confusion" / "angle.png").read_bytes() == (run / "confusion" / "angle.png").read_bytes()
+    # another title (model or dataset): the matrices are drawn again, with it
+    redrawn_training_figures(run, tmp_path / "b", model="cnn_deep", dataset="lines")
+    assert (tmp_path / "b" / "confusion" / "angle.png").read_bytes() != (run / "confusion" / "angle.png").read_bytes()
+    try:   # another render.format: drawn again in that format
+        configure_rendering({"format": "svg"})
+        figs = redrawn_training_figures(run, tmp_path / "c", model="multihead", dataset="lines")
+    finally:
+        configure_rendering(None)
+    assert {f.path.suffix for f in figs} == {".svg"}
+
+
 def test_eval_report_shows_metrics_and_confusion_matrices(tmp_path):
     from pipeline.report.train_report import write_eval_report
 
