@@ -27,7 +27,7 @@ from pipeline.visualization.feature_vis import FeatureVisualizer, head_layers
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import conv_layer_names
 
-__all__ = ["FiltersJob", "data_prior"]
+__all__ = ["FiltersJob", "data_prior", "prior_setting"]
 
 LEGEND = {"channel": "mean activation of the channel", "neuron": "activation of the channel's centre unit",
           "class": "the head's logit for the class (p: the model's probability for that class on this picture)"}
@@ -48,6 +48,16 @@ def data_prior(dataset: str | None, objective: str, lhalf: float | None, centre:
             None if channels is None else [int(c) for c in channels])
 
 
+def prior_setting(dataset: str | None, objective: str, key: str, given, priors: dict | None = None, default=0):
+    """One more prior by the data and picture kind, like :func:`data_prior`: ``given`` when not None, else
+    ``priors[dataset]["class" | "unit"][key]`` (dataset falling back to ``"default"``), else ``default``."""
+    if given is not None:
+        return given
+    priors = priors or {}
+    entry = priors.get(dataset) or priors.get("default") or {}
+    return (entry.get("class" if objective == "class" else "unit") or {}).get(key, default)
+
+
 class FiltersJob:
     def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, objective: str = "channel",
                  param: str = "pixel", transforms: list[str] | None = None, steps: int = 32, lr: float = 0.05,
@@ -55,7 +65,8 @@ class FiltersJob:
                  lhalf: float | None = None, centre: float | None = None, channels: list[int] | None = None,
                  priors: dict | None = None, tv: float = 0.0, blur: float = 0.0, diversity: float = 0.0, copies: int = 1,
                  classes: list[int] | None = None, class_pictures: bool = True, top: int = 25,
-                 max_filters: int | None = None):
+                 max_filters: int | None = None, polish: int | None = None, polish_lr: float = 0.1,
+                 polish_mask: float = 0.0):
         self.ctx, self.seed, self.top, self.max_filters, self.classes = ctx, seed, top, max_filters, classes
         def bad(msg):
             return CnnvisError(f"filters: {msg}")
@@ -70,8 +81,13 @@ class FiltersJob:
         for key, value in (("steps", steps), ("top", top), ("copies", copies)):
             if value < 1:
                 raise CnnvisError(f"filters.{key}={value} is invalid: it must be a positive integer")
-        if lr <= 0:
-            raise CnnvisError(f"filters.lr={lr} is invalid: it must be positive")
+        for key, value in (("lr", lr), ("polish_lr", polish_lr)):
+            if value <= 0:
+                raise CnnvisError(f"filters.{key}={value} is invalid: it must be positive")
+        if polish is not None and polish < 0:
+            raise CnnvisError(f"filters.polish={polish} is invalid: it must be >= 0 (0 = no polish; null = the data's prior)")
+        if not 0 <= polish_mask < 1:
+            raise CnnvisError(f"filters.polish_mask={polish_mask} is invalid: it must be in [0, 1) (0 = no mask)")
         for key, value in (("noise", noise), ("jitter", jitter), ("scale", scale), ("rotate", rotate), ("l1", l1),
                            ("lhalf", lhalf), ("centre", centre), ("tv", tv), ("blur", blur), ("diversity", diversity)):
             if value is not None and value < 0:  # lhalf / centre: None = the data's prior
@@ -99,8 +115,10 @@ class FiltersJob:
                 self.jobs += [(n, "class") for n in self._outer(heads)]
         self.heads = heads
         self.settings = dict(param=param, transforms=transforms, steps=steps, lr=lr, noise=noise, jitter=jitter,
-                             scale=scale, rotate=rotate, l1=l1, tv=tv, blur=blur, diversity=diversity, copies=copies)
+                             scale=scale, rotate=rotate, l1=l1, tv=tv, blur=blur, diversity=diversity, copies=copies,
+                             polish_lr=polish_lr, polish_mask=polish_mask)
         self.given, self.priors = dict(lhalf=lhalf, centre=centre, channels=channels), priors
+        self.given_polish = polish
         for kind in {o for _, o in self.jobs}:
             chans = self.settings_for(kind)["channels"]
             if chans is not None and not all(0 <= c < ctx.input_shape[0] for c in chans):
@@ -111,7 +129,9 @@ class FiltersJob:
         """The optimization settings of one objective: lhalf / centre / channels as given, else the data's prior."""
         lhalf, centre, channels = data_prior(getattr(self.ctx, "dataset_name", None), objective, **self.given,
                                              priors=self.priors)
-        return {**self.settings, "lhalf": lhalf, "centre": centre, "channels": channels}
+        polish = prior_setting(getattr(self.ctx, "dataset_name", None), objective, "polish", self.given_polish,
+                               self.priors)
+        return {**self.settings, "lhalf": lhalf, "centre": centre, "channels": channels, "polish": int(polish)}
 
     @staticmethod
     def _outer(heads: dict) -> list[str]:
@@ -154,7 +174,9 @@ class FiltersJob:
         pens = ", ".join(f"{k} {s[k]:g}" for k in ("l1", "lhalf", "centre", "tv", "blur") if s[k])
         return (f"{s['param']} parametrization, transforms {'+'.join(s['transforms']) or 'none'}, {s['steps']} Adam "
                 f"steps (lr {s['lr']:g})" + (f"; penalties x |score|: {pens}" if pens else "")
-                + (f"; input channels {s['channels']} only" if s.get("channels") is not None else ""))
+                + (f"; input channels {s['channels']} only" if s.get("channels") is not None else "")
+                + (f"; then {s['polish']} polish steps on the objective alone (lr {s['polish_lr']:g}"
+                   + (", lit pixels only" if s.get("polish_mask") else "") + ")" if s.get("polish") else ""))
 
     def render(self, result: dict, fig_dir: Path) -> dict[str, list[Figure]]:
         from pipeline.rendering.feature_figures import render_feature_grid, render_kernel_grid

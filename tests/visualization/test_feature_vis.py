@@ -266,3 +266,48 @@ def test_diversity_pushes_the_copies_apart(multi):
     finally:
         hook.remove()
     assert sims[0] > 0.99 and sims[1] < 0.5, sims  # without the term the copies converge to one style
+
+
+def test_polish_raises_the_objective_and_its_mask_keeps_the_dark_pixels(multi):
+    """The polish steps climb the objective alone (no transforms, no penalties) from the robust picture; with
+    ``polish_mask`` only the pixels the robust phase lit (grown by one pixel) move; batched == one at a time."""
+    vis = FeatureVisualizer(multi, "heads.angle", (3, 28, 28))
+    base = dict(objective="class", param="pixel", steps=8, lr=0.05, lhalf=20.0, centre=200.0, channels=[0, 2], seed=0)
+    robust = vis(**base)
+    polished = vis(**base, polish=8, polish_lr=0.05)
+    assert bool((polished.scores > robust.scores).all())
+    assert polished.settings["polish"] == 8 and robust.settings["polish"] == 0
+    assert float(polished.patterns[:, 1].abs().max()) == 0.0  # the channels prior holds through the polish
+    masked = vis(**base, polish=8, polish_lr=0.05, polish_mask=0.5)
+    bright = robust.patterns.amax(1, keepdim=True)
+    lit = (bright > 0.5 * bright.flatten(1).amax(1).view(-1, 1, 1, 1)).float()
+    grown = torch.nn.functional.max_pool2d(lit, 3, stride=1, padding=1).expand_as(robust.patterns)
+    assert torch.equal(masked.patterns[grown == 0], robust.patterns[grown == 0])
+    assert not torch.equal(masked.patterns, robust.patterns)
+    one = vis.one_at_a_time([0, 5], **base, polish=4, polish_lr=0.05, polish_mask=0.5)
+    both = vis([0, 5], **base, polish=4, polish_lr=0.05, polish_mask=0.5)
+    assert torch.allclose(one.patterns, both.patterns, atol=1e-5) and torch.allclose(one.scores, both.scores, atol=1e-4)
+    with pytest.raises(ValueError, match="polish"):
+        vis(**base, polish=-1)
+    with pytest.raises(ValueError, match="polish"):
+        vis(**base, polish=2, polish_mask=1.0)
+
+
+def test_polish_prior_by_picture_kind(multi):
+    from pipeline.jobs.filters import FiltersJob, prior_setting
+
+    priors = {"lines": {"class": {"polish": 0}, "unit": {"polish": 8}}, "default": {"unit": {"polish": 3}}}
+    assert prior_setting("lines", "class", "polish", None, priors) == 0
+    assert prior_setting("lines", "channel", "polish", None, priors) == 8
+    assert prior_setting("mnist", "neuron", "polish", None, priors) == 3
+    assert prior_setting("mnist", "class", "polish", None, priors) == 0  # not in the prior: the default
+    assert prior_setting("lines", "channel", "polish", 5, priors) == 5  # a given value wins
+    ctx = _ctx(multi)
+    ctx.dataset_name = "lines"
+    job = FiltersJob(ctx, None, 0, steps=1, priors=priors)
+    assert job.settings_for("channel")["polish"] == 8 and job.settings_for("class")["polish"] == 0
+    assert "8 polish steps" in job.how(job.settings_for("channel"))
+    for kw, msg in ((dict(polish=-1), "filters.polish"), (dict(polish_lr=0), "filters.polish_lr"),
+                    (dict(polish_mask=1.0), "filters.polish_mask")):
+        with pytest.raises(CnnvisError, match=msg):
+            FiltersJob(ctx, None, 0, steps=1, **kw)
