@@ -55,10 +55,11 @@ def _tile_grid(tiles: np.ndarray, labels: list[str], path, title: str, legend: s
     longest = max(len(line) for s in labels for line in s.split("\n"))
     tile_in = max(tile_in, CHAR_EM * longest * MIN_FONT_PT / 72.0 + 0.1)  # the labels fit their tile at 8 pt
     px_in = tile_in / w                                                  # inches per picture pixel
-    band = max(2, math.ceil((nlines * MIN_FONT_PT * 1.25 + 2.0) / 72.0 / px_in))
+    band = max(2, math.ceil((nlines * MIN_FONT_PT * 1.25 + 2.0) / 72.0 / px_in)) + 1  # text rows + the rule
     pad = max(1, round(w / 14))
     cells = np.ones((n, h + band, w, 3), dtype=np.float32)
     cells[:, band:] = tiles
+    cells[:, band - 1] = GAP  # a grey rule under the label: a white picture keeps its top edge too
     m = mosaic(cells, ncols=ncols, pad=pad, pad_value=GAP)  # grey gaps: a white picture keeps its edges
     margin = 0.1
     grid_w, grid_h = m.shape[1] * px_in, m.shape[0] * px_in
@@ -72,7 +73,7 @@ def _tile_grid(tiles: np.ndarray, labels: list[str], path, title: str, legend: s
     ax.imshow(m, interpolation="nearest", aspect="equal")
     ax.set_axis_off()
     for label, (r, c) in zip(labels, tile_origins(n, h + band, w, ncols, pad)):
-        ax.text(c + w / 2 - 0.5, r + band / 2 - 0.5, label, fontsize=MIN_FONT_PT, ha="center", va="center",
+        ax.text(c + w / 2 - 0.5, r + (band - 1) / 2 - 0.5, label, fontsize=MIN_FONT_PT, ha="center", va="center",
                 linespacing=1.1)
     fig.text(0.5, 1 - (margin + title_in / 2) / fig_h, title, ha="center", va="center", fontsize=TITLE_PT)
     fig.text(0.5, (margin + legend_in / 2) / fig_h, legend, ha="center", va="center", fontsize=MIN_FONT_PT)
