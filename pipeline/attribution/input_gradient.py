@@ -16,7 +16,7 @@ from torch import nn
 
 from pipeline.attribution.base import AttributionMethod, CallState, Scored
 
-__all__ = ["InputGradient", "guided_relus", "ROWS_PER_CHUNK"]
+__all__ = ["InputGradient", "guided_relus", "affine_batchnorm_grads", "ROWS_PER_CHUNK"]
 
 # rows (noisy copies, integration steps) materialized per chunk by the methods that run several rows
 # per image; they still go through the model ``batch_size`` rows at a time
@@ -58,6 +58,50 @@ def guided_relus(model: nn.Module):
             h.remove()
 
 
+class _AffineGrad(torch.autograd.Function):
+    """``out`` (already computed) whose backward to ``x`` is ``grad * scale``."""
+
+    @staticmethod
+    def forward(ctx, x, out, scale):
+        ctx.save_for_backward(scale)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        scale, = ctx.saved_tensors
+        return g * scale, None, None
+
+
+@contextlib.contextmanager
+def affine_batchnorm_grads(model: nn.Module):
+    """Eval-mode batch norms with a cheap backward, for the forwards run inside the block.
+
+    In eval mode a batch norm is the per-channel affine map ``x * w / sqrt(var + eps) + b``. A
+    forward hook keeps the module's own output (the values are unchanged) but routes the
+    gradient through ``grad * w / sqrt(var + eps)`` instead of the native batch-norm backward
+    (several times slower on the CPU; the same gradient up to float rounding). Batch norms in
+    training mode or without running statistics are left alone. Hooks are removed on exit.
+    """
+    def hook(module, inputs, out):
+        x = inputs[0]
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return out
+        scale = torch.rsqrt(module.running_var.detach() + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight.detach()
+        return _AffineGrad.apply(x, out.detach(), scale.view((1, -1) + (1,) * (x.dim() - 2)).to(x.dtype))
+
+    handles = []
+    try:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training and m.running_var is not None:
+                handles.append(m.register_forward_hook(hook))
+        yield len(handles)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class InputGradient(AttributionMethod):
     """Shared pieces of the input-gradient methods; a subclass defines ``_chunk``."""
 
@@ -72,9 +116,10 @@ class InputGradient(AttributionMethod):
         return max(1, min(self.batch_size, ROWS_PER_CHUNK // max(1, per_image)))
 
     def _input_forward(self, leaf: torch.Tensor, state: CallState) -> dict[str, torch.Tensor]:
-        """``{head: logits}`` of a forward recorded from ``leaf`` (through guided ReLUs if ``guided``)."""
+        """``{head: logits}`` of a forward recorded from ``leaf`` (through guided ReLUs if ``guided``;
+        eval-mode batch norms with their cheap affine backward, :func:`affine_batchnorm_grads`)."""
         gates = guided_relus(self.model) if self.guided else contextlib.nullcontext()
-        with gates:
+        with gates, affine_batchnorm_grads(self.model):
             torch.set_grad_enabled(True)
             out, _ = self._forward(leaf, state)
         return self._outputs(out, state, len(leaf))

@@ -322,3 +322,37 @@ def test_guided_backprop_only_positive_gradients_pass_relus():
     g_z1 = (g_r1 * (z1 > 0)).clamp_min(0)
     g_x, = torch.autograd.grad(z1, xi, g_z1)
     close(res.attributions, g_x, 1e-6)
+
+
+def test_affine_batchnorm_grads_keep_the_outputs_and_the_gradient():
+    """The eval-mode batch norms' cheap backward: the same outputs (bit for bit) and the same
+    input gradient up to float rounding; training-mode batch norms are left alone."""
+    from pipeline.attribution.input_gradient import affine_batchnorm_grads
+    from pipeline.models.multihead import MultiHead
+
+    torch.manual_seed(0)
+    net = MultiHead(channels=(4, 6, 8), head_hidden=(5,))
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(16, 3, 28, 28))
+    net.eval()
+    x = torch.rand(5, 3, 28, 28)
+
+    def run(fast):
+        leaf = x.clone().requires_grad_(True)
+        if fast:
+            with affine_batchnorm_grads(net) as n_hooked:
+                out = net(leaf)["angle"]
+            assert n_hooked == 3
+        else:
+            out = net(leaf)["angle"]
+        g, = torch.autograd.grad(out[:, 3].sum(), leaf)
+        return out.detach(), g
+
+    (out0, g0), (out1, g1) = run(False), run(True)
+    assert torch.equal(out0, out1)
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-7)
+    net.train()
+    with affine_batchnorm_grads(net) as n_hooked:
+        assert n_hooked == 0
+    net.eval()
