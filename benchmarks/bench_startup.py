@@ -84,6 +84,8 @@ def scratch_root(outputs: Path) -> Path:
             raise SystemExit(f"{src} is missing: train a lines model first (python train.py)")
         if src.is_dir():
             (root / "outputs" / name).symlink_to(src.resolve())
+        elif name == "cache":
+            print(f"warning: no {src}: every visualize run generates the lines dataset first", flush=True)
     return root
 
 
