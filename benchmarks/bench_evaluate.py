@@ -1,0 +1,195 @@
+"""Time job=evaluate's compute (the scoring, without writing HDF5 / figures / report) in-process.
+
+    python benchmarks/bench_evaluate.py                        # this tree, 2 repeats, default sizes
+    python benchmarks/bench_evaluate.py --reps 3 --trees /tmp/ev_base .   # interleaved: an older checkout vs this one
+    python benchmarks/bench_evaluate.py --ckpt PATH evaluate.sanity_repeats=1 evaluate.num_images=200
+
+Each repeat runs, for every tree in ``--trees`` (default: this repository), one fresh worker
+process (``python bench_evaluate.py --worker`` with that tree first on ``sys.path``) that loads
+the checkpoint and the test set, builds the evaluate job as ``visualize.py job=evaluate`` does,
+and times ``EvaluateJob.compute`` alone. Trees alternate order between repeats, so load drift on
+a shared machine hits both alike. Prints the CPU model, each tree's median and range, the ratio
+of medians and the range of the paired ratios, and (``--compare``) the largest difference of
+every score between the first and the last tree.
+
+The checkpoint: ``--ckpt`` (default: the newest complete lines/multihead run under outputs/train,
+as visualize.py picks it). Trailing ``key=value`` arguments are Hydra overrides (e.g. smaller
+samples for a quick look); they apply to every tree.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SCORES = ["pointing_game", "energy_in_mask", "mask_share", "topk_iou", "deletion_auc", "deletion_auc_random",
+          "insertion_auc", "insertion_auc_random", "sanity_top_layer", "sanity_last_step", "blank_maps"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def worker(ckpt: str | None, overrides: list[str], out: str) -> None:
+    """Load, build the evaluate job, time compute; write ``{"seconds", "rows"}`` to ``out``."""
+    import tempfile
+
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from pipeline.config import register_configs
+    from pipeline.jobs.base import build_jobs
+    from pipeline.visualization.context import load_context
+
+    register_configs()
+
+    tmp = tempfile.mkdtemp(prefix="bench_evaluate_")
+    cache = os.environ.get("CNNVIS_CACHE_DIR", str(Path.cwd() / "outputs" / "cache"))
+    ov = [f"paths.cache_dir={cache}", "job=evaluate", *([f"ckpt={ckpt}"] if ckpt else []), *overrides]
+    with initialize_config_dir(config_dir=str(Path.cwd() / "conf"), version_base="1.3"):
+        cfg = compose(config_name="visualize", overrides=ov, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = tmp
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    threads = cfg.get("torch_threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    ctx = load_context(cfg)
+    job, = build_jobs(cfg, ctx)
+    phases = _time_phases(job)
+    t0 = time.perf_counter()
+    result = job.compute(None, int(cfg.batch_size))
+    seconds = time.perf_counter() - t0
+    rows = [{k: v for k, v in r.items() if k != "sanity_top_layer_each"} for r in result.rows]
+    Path(out).write_text(json.dumps({"seconds": seconds, "rows": rows, "ckpt": str(ctx.ckpt),
+                                     "threads": torch.get_num_threads(), "phases": phases}))
+
+
+def _time_phases(job) -> dict[str, float]:
+    """Seconds per phase (maps for localization, faithfulness, sanity) and method, filled in as the
+    job runs: the job's own methods wrapped (whichever of them this tree has)."""
+    phases: dict[str, float] = {}
+    where = {"phase": "maps"}
+
+    def timed(fn, phase):
+        def wrapper(*a, **k):
+            outer, where["phase"] = where["phase"], phase
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                where["phase"] = outer
+                if outer == "maps":  # nested calls count in the outer phase
+                    phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    for name, phase in (("_faithfulness", "faithfulness"), ("_sanity", "sanity")):
+        if hasattr(job, name):
+            setattr(job, name, timed(getattr(job, name), phase))
+    class TimedMethods(dict):  # the job loops over its methods: the time from one to the next
+        def items(self):
+            for key, value in list(super().items()):
+                t0 = time.perf_counter()
+                yield key, value
+                phases[f"method {key}"] = time.perf_counter() - t0
+
+    job.methods = TimedMethods(job.methods)
+    return phases
+
+
+def default_ckpt() -> str | None:
+    runs = []
+    for rec in (ROOT / "outputs" / "train").rglob("run.json"):
+        try:
+            r = json.loads(rec.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if r.get("status") == "complete" and r.get("dataset") == "lines" and r.get("model") == "multihead" \
+                and not r.get("cut_short") and (rec.parent / "checkpoints" / "best.ckpt").is_file():
+            runs.append((rec.stat().st_mtime, rec.parent / "checkpoints" / "best.ckpt"))
+    return str(max(runs)[1]) if runs else None
+
+
+def max_differences(a: list[dict], b: list[dict]) -> dict[str, tuple[float, str]]:
+    """Per score column: the largest |a - b| over the (method, head) rows, and where."""
+    bb = {(r["method"], r["head"]): r for r in b}
+    out: dict[str, tuple[float, str]] = {}
+    for r in a:
+        other = bb.get((r["method"], r["head"]))
+        if other is None:
+            continue
+        for col in SCORES + ["sanity_pass"]:
+            x, y = r.get(col), other.get(col)
+            if x is None or y is None:
+                continue
+            d = abs(float(x) - float(y))
+            if math.isnan(d):
+                d = 0.0 if (math.isnan(float(x)) and math.isnan(float(y))) else float("inf")
+            if col not in out or d > out[col][0]:
+                out[col] = (d, f"{r['method']}/{r['head']}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trees", nargs="+", default=[str(ROOT)], help="checkouts to time (each its own pipeline/)")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--compare", action="store_true", help="print the largest score difference first vs last tree")
+    ap.add_argument("--worker", metavar="OUT", default=None, help=argparse.SUPPRESS)
+    args, overrides = ap.parse_known_args()
+    if args.worker:
+        worker(args.ckpt, overrides, args.worker)
+        return
+    ckpt = args.ckpt or default_ckpt()
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores visible)")
+    print(f"checkpoint: {ckpt}; overrides: {overrides or 'none'}")
+    trees = [str(Path(t).resolve()) for t in args.trees]
+    times: dict[str, list[float]] = {t: [] for t in trees}
+    rows: dict[str, list[dict]] = {}
+    env = {**os.environ, "CNNVIS_CACHE_DIR": os.environ.get("CNNVIS_CACHE_DIR", str(ROOT / "outputs" / "cache"))}
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_evaluate_{os.getpid()}.json"
+    for rep in range(args.reps):
+        for tree in (trees if rep % 2 == 0 else trees[::-1]):
+            cmd = [sys.executable, str(HERE / "bench_evaluate.py"), "--worker", str(out),
+                   *(["--ckpt", ckpt] if ckpt else []), *overrides]
+            subprocess.run(cmd, cwd=tree, env={**env, "PYTHONPATH": tree}, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            res = json.loads(out.read_text())
+            times[tree].append(res["seconds"])
+            rows[tree] = res["rows"]
+            print(f"  rep {rep}: {tree}: compute {res['seconds']:.1f} s ({res['threads']} torch threads); "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in res.get("phases", {}).items()), flush=True)
+    out.unlink(missing_ok=True)
+    for tree, ts in times.items():
+        print(f"{tree}: median {statistics.median(ts):.1f} s (min {min(ts):.1f}, max {max(ts):.1f}; {len(ts)} runs)")
+    if len(trees) > 1:
+        b, c = times[trees[0]], times[trees[-1]]
+        paired = [x / y for x, y in zip(b, c)]
+        print(f"speed-up {trees[-1]} vs {trees[0]}: {statistics.median(b) / statistics.median(c):.2f}x "
+              f"(paired ratios {min(paired):.2f}x .. {max(paired):.2f}x)")
+        if args.compare:
+            print("largest score difference per column (first vs last tree):")
+            for col, (d, where) in max_differences(rows[trees[0]], rows[trees[-1]]).items():
+                print(f"  {col:<22} {d:.3g}  ({where})")
+
+
+if __name__ == "__main__":
+    main()
