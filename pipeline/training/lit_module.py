@@ -18,6 +18,7 @@ confusion matrices per head on test (kept in ``self.test_confusion``).
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Mapping, Sequence
 
 import hydra
@@ -30,6 +31,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from pipeline.data.lines_labels import join_label, split_label  # the lines label encoding
+from pipeline.errors import ConfigError
 
 
 def _plain(cfg: Any) -> Any:
@@ -209,7 +211,12 @@ class LitClassifier(pl.LightningModule):
             total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
             sched_cfg["T_max"] = max(int(total or 1), 1)
         if "total_steps" in takes and sched_cfg.get("total_steps") is None:
-            sched_cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ConfigError(f"model.scheduler={sched_cfg['_target_']} needs the run's length, but the run has "
+                                  f"no end (trainer.max_epochs=-1 without trainer.max_steps): set "
+                                  f"trainer.max_epochs, trainer.max_steps or model.scheduler.total_steps")
+            sched_cfg["total_steps"] = max(int(total), 1)
             interval = "step"
         scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

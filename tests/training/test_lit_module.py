@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pipeline.data.lines_labels import HEADS, decode_label, encode_label, join_label, split_label
+from pipeline.errors import ConfigError
 from pipeline.training.lit_module import LitClassifier
 
 NET = {"_target_": "pipeline.models.multihead.MultiHead", "channels": [4, 4, 4]}
@@ -103,3 +104,29 @@ def test_channels_last_trains_in_nhwc_with_the_same_arithmetic_and_hands_back_a_
         assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
     nhwc.teardown("fit")
     assert all(p.is_contiguous() for p in nhwc.net.parameters())
+
+
+class _Run:
+    """Stands in for the Trainer: just the run length the scheduler asks for."""
+
+    def __init__(self, steps):
+        self.estimated_stepping_batches, self.max_epochs = steps, 3
+
+
+def test_one_cycle_spans_the_run_and_peaks_at_the_configured_lr():
+    sched = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.005, "pct_start": 0.2,
+             "total_steps": None, "interval": "step"}
+    module = LitClassifier(NET, {**OPT, "lr": 0.005}, scheduler=sched, name="multihead")
+    module._trainer = _Run(120)
+    out = module.configure_optimizers()
+    scheduler = out["lr_scheduler"]["scheduler"]
+    assert out["lr_scheduler"]["interval"] == "step" and scheduler.total_steps == 120
+    lrs = []
+    for _ in range(120):
+        lrs.append(out["optimizer"].param_groups[0]["lr"])
+        out["optimizer"].step()
+        scheduler.step()
+    assert max(lrs) == pytest.approx(0.005) and lrs.index(max(lrs)) in (23, 24) and lrs[-1] < 1e-5
+    module._trainer = _Run(float("inf"))
+    with pytest.raises(ConfigError, match="trainer.max_steps or model.scheduler.total_steps"):
+        module.configure_optimizers()

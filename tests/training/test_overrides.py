@@ -24,7 +24,7 @@ def cli_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("overrides")
     args = [f"paths.root_dir={root}", f"paths.cache_dir={root / 'cache'}", "dataset=lines", "model=multihead",
             f"data.per_class={PER_CLASS}", f"data.batch_size={BATCH}", "data.progress=false",
-            f"trainer.max_epochs={EPOCHS}", f"model.optimizer.lr={LR}", "model.net.channels=[8,12,20]",
+            f"trainer.max_epochs={EPOCHS}", f"model.optimizer.lr={LR}", "model.scheduler=null", "model.net.channels=[8,12,20]",
             "model.net.head_hidden=[16]", "data.test_fraction=0.25", "trainer=cpu",
             "trainer.enable_progress_bar=false"]
     proc = run_cli("train.py", args, cwd=root)
@@ -46,7 +46,8 @@ def test_architecture_overrides_shape_the_weights(cli_run):
 def test_optimizer_lr_reaches_the_optimizer(cli_run):
     _, _, ckpt = cli_run
     (group,) = ckpt["optimizer_states"][0]["param_groups"]
-    assert group["initial_lr"] == pytest.approx(LR)
+    assert "initial_lr" not in group   # model.scheduler=null: no scheduler touched the optimizer
+    assert group["lr"] == pytest.approx(LR)
 
 
 def test_data_and_trainer_overrides_set_split_size_steps_and_epochs(cli_run):
