@@ -34,16 +34,6 @@ SCORES = ["pointing_game", "energy_in_mask", "mask_share", "topk_iou", "deletion
           "insertion_auc", "insertion_auc_random", "sanity_top_layer", "sanity_last_step", "blank_maps"]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def worker(ckpt: str | None, overrides: list[str], out: str) -> None:
     """Load, build the evaluate job, time compute; write ``{"seconds", "rows"}`` to ``out``."""
     import tempfile
@@ -159,6 +149,8 @@ def main() -> None:
         worker(args.ckpt, overrides, args.worker)
         return
     ckpt = args.ckpt or default_ckpt()
+    from _timing import cpu_model  # here, not at the top: it puts this checkout first on sys.path, and a
+    # worker must import the pipeline of the tree it times (PYTHONPATH)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores visible)")
     print(f"checkpoint: {ckpt}; overrides: {overrides or 'none'}")
     trees = [str(Path(t).resolve()) for t in args.trees]
