@@ -111,16 +111,18 @@ def run_visualize(cfg: DictConfig) -> dict:
                         int(cfg.get("num_images", 6)))
     preds, probs = _predict(ctx, sel, batch_size)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fig_tmp, fig_dir = partial_path(run_dir / "figures"), run_dir / "figures"  # figures.partial-<pid>@<host>
-    shutil.rmtree(fig_tmp, ignore_errors=True)
-    fig_tmp.mkdir()
+    # everything that can be done before the first file is written (a Ctrl-C inside OmegaConf's
+    # resolution surfaced as an InterpolationResolutionError, not as the interrupt)
     attrs = {"dataset": ctx.dataset_name, "model": ctx.model_name, "checkpoint": str(ctx.ckpt),
              "jobs": job_names, "config": OmegaConf.to_yaml(cfg, resolve=True),
              "layer_names": [r["name"] for r in ctx.layer_rows], "class_names": ctx.class_names}
     from pipeline.storage.h5store import H5RunWriter
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fig_tmp, fig_dir = partial_path(run_dir / "figures"), run_dir / "figures"  # figures.partial-<pid>@<host>
     try:
+        shutil.rmtree(fig_tmp, ignore_errors=True)
+        fig_tmp.mkdir()
         with H5RunWriter(h5_path, attrs=attrs, overwrite=bool(cfg.get("overwrite", False))) as writer:
             writer.write_inputs(sel.images, sel.labels, sel.sources, predictions=preds, probabilities=probs)
             if sel.masks is not None:
