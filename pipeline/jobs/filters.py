@@ -33,29 +33,26 @@ LEGEND = {"channel": "mean activation of the channel", "neuron": "activation of 
           "class": "the head's logit for the class (p: the model's probability for that class on this picture)"}
 
 
-def data_prior(dataset: str | None, objective: str, lhalf: float | None, centre: float | None,
-               channels: list[int] | None = None, priors: dict | None = None) -> tuple[float, float, list[int] | None]:
-    """``(lhalf, centre, channels)``: the given values, or where None the dataset's prior for class pictures
-    (``objective="class"``) or unit pictures (channel, neuron): ``priors[dataset]["class" | "unit"]``, the
-    dataset falling back to ``"default"`` (``filters.priors`` in conf/job/filters.yaml, measured by
-    benchmarks/grid_feature_vis.py), else 0 / all channels."""
-    priors = priors or {}
-    entry = priors.get(dataset) or priors.get("default") or {}
-    prior = entry.get("class" if objective == "class" else "unit") or {}
-    channels = prior.get("channels") if channels is None else channels
-    return (float(prior.get("lhalf", 0.0)) if lhalf is None else float(lhalf),
-            float(prior.get("centre", 0.0)) if centre is None else float(centre),
-            None if channels is None else [int(c) for c in channels])
-
-
 def prior_setting(dataset: str | None, objective: str, key: str, given, priors: dict | None = None, default=0):
-    """One more prior by the data and picture kind, like :func:`data_prior`: ``given`` when not None, else
-    ``priors[dataset]["class" | "unit"][key]`` (dataset falling back to ``"default"``), else ``default``."""
+    """One setting by the data and picture kind: ``given`` when not None, else
+    ``priors[dataset]["class" | "unit"][key]`` for class pictures (``objective="class"``) or unit pictures
+    (channel, neuron), the dataset falling back to ``"default"`` (``filters.priors`` in conf/job/filters.yaml,
+    measured by benchmarks/grid_feature_vis.py), else ``default``."""
     if given is not None:
         return given
     priors = priors or {}
     entry = priors.get(dataset) or priors.get("default") or {}
     return (entry.get("class" if objective == "class" else "unit") or {}).get(key, default)
+
+
+def data_prior(dataset: str | None, objective: str, lhalf: float | None, centre: float | None,
+               channels: list[int] | None = None, priors: dict | None = None) -> tuple[float, float, list[int] | None]:
+    """``(lhalf, centre, channels)``: the given values, or where None the dataset's prior
+    (:func:`prior_setting`), else 0 / all channels."""
+    lhalf = prior_setting(dataset, objective, "lhalf", lhalf, priors, 0.0)
+    centre = prior_setting(dataset, objective, "centre", centre, priors, 0.0)
+    channels = prior_setting(dataset, objective, "channels", channels, priors, None)
+    return float(lhalf), float(centre), None if channels is None else [int(c) for c in channels]
 
 
 class FiltersJob:
