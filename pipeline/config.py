@@ -216,6 +216,7 @@ class RenderSchema:
     """render: every saved figure's format and resolution (conf/render/default.yaml, pipeline/rendering/output.py)."""
     format: str = "png"
     dpi: Optional[int] = None
+    workers: Optional[int] = None
 
 
 @dataclass

@@ -52,16 +52,22 @@ class ActivationsJob:
 
     def render(self, result: Activations, fig_dir: Path) -> dict[str, list[Figure]]:
         from pipeline.rendering.figures import render_activation_figure, shared_limits
+        from pipeline.rendering.parallel import render_all
 
         sel = result.images
-        figures: dict[str, list[Figure]] = {layer: [] for layer in self.layers}
         todo = [(i, layer) for layer in self.layers for i in range(len(sel))]
-        for i, layer in tqdm(todo, desc="activation figures", unit="fig"):
+        limits = {layer: shared_limits(result.acts[layer]) for layer in self.layers}
+        calls = []
+        for i, layer in todo:
             path = fig_dir / "activations" / safe_name(layer) / f"image{i:02d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
             a = result.acts[layer][i]
-            path = render_activation_figure(sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})",
-                                     cmap=self.cmap, limits=shared_limits(result.acts[layer]))
+            calls.append((render_activation_figure,
+                          (sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})"),
+                          {"cmap": self.cmap, "limits": limits[layer]}))
+        with tqdm(total=len(calls), desc="activation figures", unit="fig") as bar:
+            paths = render_all(calls, progress=bar)
+        figures: dict[str, list[Figure]] = {layer: [] for layer in self.layers}
+        for (i, layer), path in zip(todo, paths):
             figures[layer].append(Figure(path, f"{layer}, image {i} ({sel.sources[i]})"))
         return figures
 

@@ -112,24 +112,30 @@ class AttributionMapsJob:
         if self.per_target:
             return self._render_per_target(result, fig_dir)
         from pipeline.rendering.figures import render_gradcam_figure, render_gradcam_sheet
+        from pipeline.rendering.parallel import render_all
 
-        sel, subsections = result.images, []
-        for m in result.maps:
+        sel, calls, captions = result.images, [], []
+        for m in result.maps:  # every figure of every map set, drawn at once (render.workers)
             d = fig_dir / "attribution" / safe_name(m.method) / safe_name(m.head) / safe_name(m.layer)
-            d.mkdir(parents=True, exist_ok=True)
             flags, shown = map_flags(m.result.maps), display_maps(m.result, self.scale)
             titles = [t + (f"\n{f}" if f else "") for t, f in zip(self._titles(m), flags)]
-            figs = []
-            for i in tqdm(range(len(sel)), desc=f"{m.method} figures ({m.head}, {m.layer})", unit="fig"):
-                path = render_gradcam_figure(sel.images[i], shown[i], m.result.layer_maps[i],
-                                             d / f"image{i:02d}.png",
-                                             f"{m.method} {titles[i]} - image {i} ({sel.sources[i]})".replace("\n", "; "),
-                                             alpha=self.alpha, cmap=self.cmap)
-                figs.append(Figure(path, f"image {i} ({sel.sources[i]}): {titles[i]}".replace("\n", "; ")))
-            sheet = render_gradcam_sheet(sel.images, shown, titles, d / "sheet.png", alpha=self.alpha, cmap=self.cmap,
-                                         title=f"{m.method} at {m.layer} ({self.scale.replace('_', '-')} scale)")
+            calls.append((render_gradcam_sheet, (sel.images, shown, titles, d / "sheet.png"),
+                          {"alpha": self.alpha, "cmap": self.cmap,
+                           "title": f"{m.method} at {m.layer} ({self.scale.replace('_', '-')} scale)"}))
+            captions.append(f"{m.method}, all images")
+            for i in range(len(sel)):
+                calls.append((render_gradcam_figure,
+                              (sel.images[i], shown[i], m.result.layer_maps[i], d / f"image{i:02d}.png",
+                               f"{m.method} {titles[i]} - image {i} ({sel.sources[i]})".replace("\n", "; ")),
+                              {"alpha": self.alpha, "cmap": self.cmap}))
+                captions.append(f"image {i} ({sel.sources[i]}): {titles[i]}".replace("\n", "; "))
+        with tqdm(total=len(calls), desc="attribution figures", unit="fig") as bar:
+            paths = iter(zip(render_all(calls, progress=bar), captions))
+        subsections = []
+        for m in result.maps:
             where = (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}"
-            subsections.append(Section(f"{m.method}: {where}", figures=[Figure(sheet, f"{m.method}, all images"), *figs]))
+            figs = [Figure(path, caption) for path, caption in (next(paths) for _ in range(len(sel) + 1))]
+            subsections.append(Section(f"{m.method}: {where}", figures=figs))
         return subsections
 
     def _render_per_target(self, result: AttributionMaps, fig_dir: Path) -> list[Section]:

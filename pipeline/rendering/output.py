@@ -23,6 +23,7 @@ MAX_DPI = 1200   # a 16x8 in figure at 1200 dpi is already ~180 megapixels
 class RenderSettings:
     format: str = "png"
     dpi: int | None = None   # None: each figure's own dpi
+    workers: int | None = None   # processes drawing figures at once (pipeline/rendering/parallel.py); None: the job's cores
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -32,6 +33,10 @@ class RenderSettings:
         if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or not 1 <= dpi <= MAX_DPI):
             raise ConfigError(f"render.dpi={dpi!r} is invalid: an integer from 1 to {MAX_DPI} (e.g. render.dpi=300), "
                               f"or null for each figure's own")
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ConfigError(f"render.workers={w!r} is invalid: a positive integer (1 = draw in the job's own "
+                              f"process), or null for one per core of the job")
 
 
 _current = RenderSettings()
@@ -42,7 +47,8 @@ def configure_rendering(render) -> RenderSettings:
     global _current
     render = render or {}
     fmt = render.get("format", "png")
-    _current = RenderSettings(format=str(fmt).lower() if isinstance(fmt, str) else fmt, dpi=render.get("dpi"))
+    _current = RenderSettings(format=str(fmt).lower() if isinstance(fmt, str) else fmt, dpi=render.get("dpi"),
+                              workers=render.get("workers"))
     return _current
 
 
@@ -56,7 +62,7 @@ def png_rendering():
     pictures that go into another viewer (TensorBoard images) rather than onto disk for people."""
     global _current
     saved = _current
-    _current = RenderSettings(format="png", dpi=saved.dpi)
+    _current = RenderSettings(format="png", dpi=saved.dpi, workers=saved.workers)
     try:
         yield
     finally:
