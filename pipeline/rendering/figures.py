@@ -146,31 +146,41 @@ def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis
         vmax = max(-vmin, vmax)
         vmin, cmap = -vmax, "RdBu_r"
 
+    # Fixed geometry in inches (no layout engine: constrained layout cost a second draw per figure):
+    # a title band, then the input (left), the mosaic at its own aspect, and the colour bar beside it.
     aspect = m.shape[1] / m.shape[0]
-    panel_h = 6.0
+    img_w, panel_h = 2.6, 6.0
     mosaic_w = float(np.clip(panel_h * aspect, 3.0, 13.0))
-    img_w = 2.6
-    fig = Figure(figsize=(img_w + mosaic_w + 1.6, panel_h + 0.9), layout="constrained")
-    ax_img, ax_m = fig.subplots(1, 2, gridspec_kw={"width_ratios": [img_w, mosaic_w]})
+    fig_w, fig_h = img_w + mosaic_w + 1.6, panel_h + 0.9
+    top, bottom = 0.6, 0.15                          # suptitle + panel titles; bottom margin
+    box_h = fig_h - top - bottom
+    mw = min(mosaic_w, box_h * aspect)
+    mh = mw / aspect
+    mx, my = img_w + 0.1, bottom + (box_h - mh) / 2
+    iw = min(img_w - 0.4, box_h)
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax_img = fig.add_axes((0.2 / fig_w, (bottom + (box_h - iw) / 2) / fig_h, iw / fig_w, iw / fig_h))
+    ax_m = fig.add_axes((mx / fig_w, my / fig_h, mw / fig_w, mh / fig_h))
+    cax = fig.add_axes(((mx + mw + 0.12) / fig_w, (my + 0.075 * mh) / fig_h, 0.2 / fig_w, 0.85 * mh / fig_h))
 
     ax_img.imshow(rgb, interpolation="nearest")
     ax_img.set_title(f"input {rgb.shape[0]}x{rgb.shape[1]}", fontsize=9)
     ax_img.set_axis_off()
 
-    im = ax_m.imshow(m, cmap=_cmap(cmap), vmin=vmin, vmax=vmax, interpolation="nearest")
+    im = ax_m.imshow(m, cmap=_cmap(cmap), vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
     ax_m.set_axis_off()
     if dense:
         ax_m.set_title(f"{c} units (row-major, {ncols} per row)", fontsize=9)
     else:
         ax_m.set_title(f"{c} channels, {h}x{w} each", fontsize=9)
         if c <= 256:
-            tile_pts = mosaic_w * 72.0 / ncols
+            tile_pts = mw * 72.0 / ncols
             fs = MIN_FONT_PT  # channel numbers only where they fit a tile at a readable size
             off = 0.04 * max(h, w)
             for i, (r, col) in enumerate(tile_origins(c, h, w, ncols, pad) if len(str(c - 1)) * 0.62 * fs <= 0.45 * tile_pts else []):
                 ax_m.text(col - 0.5 + off, r - 0.5 + off, str(i), fontsize=fs, color="white",
                           ha="left", va="top", path_effects=_LABEL_EFFECTS)
-    cb = fig.colorbar(im, ax=ax_m, shrink=0.85, pad=0.01)
+    cb = fig.colorbar(im, cax=cax)
     cb.ax.tick_params(labelsize=8)
     cb.set_label(("signed activation, 0 = white" if signed else "activation") +
                  (" (scale shared by the layer's images)" if limits is not None else ""), fontsize=8)
@@ -260,18 +270,27 @@ def render_gradcam_figure(image, map_up, layer_map, path, title: str, alpha: flo
         raise ValueError(f"layer_map must be [h,w], got shape {lm.shape}")
     blended = overlay_heatmap(rgb, up, alpha=alpha, cmap=cmap)
 
-    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
-    ax_in, ax_raw, ax_ov = fig.subplots(1, 3)
+    # Fixed geometry in inches (no layout engine): three square panels, a colour bar right of the last two.
+    side, bottom, fig_w, fig_h = 2.85, 0.15, 11.0, 4.0
+    y = (bottom + (fig_h - 0.55 - bottom - side) / 2) / fig_h
+
+    def axes(x_in: float, w_in: float, h_in: float = side, y_frac: float = y):
+        return fig.add_axes((x_in / fig_w, y_frac, w_in / fig_w, h_in / fig_h))
+
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax_in, ax_raw, ax_ov = axes(0.15, side), axes(3.2, side), axes(6.95, side)
+    cbar_y = y + 0.1 * side / fig_h
+    cax_raw, cax_ov = axes(6.13, 0.15, 0.8 * side, cbar_y), axes(9.88, 0.15, 0.8 * side, cbar_y)
     ax_in.imshow(rgb, interpolation="nearest")
     ax_in.set_title("input", fontsize=9)
     vmin, vmax = shared_limits(lm)
     im = ax_raw.imshow(lm, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax_raw.set_title(f"layer map {lm.shape[0]}x{lm.shape[1]} (raw)", fontsize=9)
-    cb = fig.colorbar(im, ax=ax_raw, shrink=0.8)
+    cb = fig.colorbar(im, cax=cax_raw)
     cb.ax.tick_params(labelsize=MIN_FONT_PT)
     ax_ov.imshow(blended, interpolation="nearest")
     ax_ov.set_title(f"overlay on grey (alpha {alpha:g} x map)", fontsize=9)
-    cb2 = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), ax=ax_ov, shrink=0.8)
+    cb2 = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), cax=cax_ov)
     cb2.ax.tick_params(labelsize=MIN_FONT_PT)
     cb2.set_label("normalized importance", fontsize=MIN_FONT_PT)
     for ax in (ax_in, ax_raw, ax_ov):
