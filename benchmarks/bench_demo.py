@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--visualize", default="", help="extra visualize.py overrides")
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores")
-    cache = Path(args.cache or tempfile.mkdtemp(prefix="demo_cache_"))
+    cache = Path(args.cache or tempfile.mkdtemp(prefix="demo_cache_")).resolve()  # the commands run elsewhere
     env = {**os.environ, "CNNVIS_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     totals = []
     for r in range(args.repeats):
