@@ -19,6 +19,7 @@ def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, 
     """``test_metrics.json`` and ``confusion/<head>.png``/``.csv`` from a LitClassifier after
     ``trainer.test`` (its ``test_results`` and ``test_confusion``): written by train.py and eval.py
     alike. ``extra`` adds keys to the JSON. Returns the metrics written."""
+    from pipeline.rendering.parallel import render_all
     from pipeline.rendering.stamps import write_stamp
     from pipeline.rendering.training_plots import plot_confusion_matrix, write_confusion_csv
 
@@ -30,12 +31,14 @@ def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, 
                "heads": test, **(extra or {})}
     cm_dir = run_dir / "confusion"
     cm_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
     for head, cm in module.test_confusion.items():
         names = head_class_names(head, cm.shape[0], class_names)
         cm = cm.numpy()
         write_confusion_csv(cm, names, cm_dir / f"{head}.csv")
-        plot_confusion_matrix(cm, names, cm_dir / f"{head}.png", f"{model_name} on {dataset}, {head}",
-                              factors=class_factors(names))
+        plots.append((plot_confusion_matrix, (cm, names, cm_dir / f"{head}.png", f"{model_name} on {dataset}, {head}"),
+                      {"factors": class_factors(names)}))
+    render_all(plots)  # one worker process per core (render.workers)
     # which code drew them from which numbers: the visualize report copies them instead of drawing them again
     write_stamp(cm_dir, [cm_dir / f"{head}.csv" for head in module.test_confusion], module.test_confusion,
                 title=f"{model_name} on {dataset}")
