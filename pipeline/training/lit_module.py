@@ -72,6 +72,8 @@ class LitClassifier(pl.LightningModule):
             "head_weights": _plain(head_weights), "input_shape": _plain(input_shape), "normalize": _plain(normalize),
         })
         self.channels_last = bool(channels_last)  # a speed setting only: not saved, any checkpoint loads either way
+        self.compile_net = False  # trainer.compile (set by train.py): torch.compile the net while Lightning runs it
+        self._compiled = None
         self.net: nn.Module = build_net(self.hparams.net)
         normalize_inputs(self.net, self.hparams.normalize)  # model.normalize: inside the forward, images stay in [0, 1]
         # any nn.Module (model=custom): heads learned from one forward pass, kept on the net for the visualizers
@@ -116,10 +118,14 @@ class LitClassifier(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if self.compile_net and self._compiled is None:
+            # kept outside the module tree (no "_orig_mod." keys in state_dict): checkpoints stay plain
+            object.__setattr__(self, "_compiled", torch.compile(self.net))
 
     def teardown(self, stage: str) -> None:
         if self.channels_last:
             self.net.to(memory_format=torch.contiguous_format)
+        object.__setattr__(self, "_compiled", None)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
@@ -132,7 +138,7 @@ class LitClassifier(pl.LightningModule):
 
     def _step(self, batch):
         x, labels = batch
-        out = self.net(self._layout(x))
+        out = (self._compiled if self._compiled is not None else self.net)(self._layout(x))
         logits = out if isinstance(out, dict) else {self.main_head: out}
         targets = self._targets(labels)
         loss = sum(self.head_weights[h] * head_loss(logits[h], targets[h]) for h in self.head_classes)

@@ -6,6 +6,7 @@ and the README for what a run directory holds.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import logging
 import signal
 import time
@@ -19,7 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.config import check_model_fits_data, validate_train_config
 from pipeline.training.tensorboard_figures import log_training_figures
-from pipeline.errors import CnnvisError, NoCheckpointError
+from pipeline.errors import CnnvisError, ConfigError, NoCheckpointError
 from pipeline.processes import this_process
 from pipeline.run_dirs import check_run_dir_unused
 from pipeline.training import artifacts
@@ -89,6 +90,16 @@ def _record_stop(run_dir: Path, record: dict, exc: BaseException, trainer, cfg: 
                   "(resume=latest picks this run too)", record["reason"], cfg.data.name, cfg.model.name, ckpt)
 
 
+def _compile_setting(cfg: DictConfig) -> bool:
+    """``trainer.compile``: torch.compile the network (Inductor's cache kept under ``paths.cache_dir``)."""
+    value = cfg.trainer.get("compile", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"trainer.compile={value!r} is invalid: true (torch.compile the network) or false")
+    if value:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cfg.paths.cache_dir) / "torchinductor"))
+    return value
+
+
 def build(cfg: DictConfig):
     """Datamodule, LightningModule and Trainer from the config (nothing is loaded or trained)."""
     from pipeline.data.image_folder_datamodule import fill_inferred
@@ -103,8 +114,11 @@ def build(cfg: DictConfig):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not cfg.trainer.get("enable_model_summary", True):  # likewise trainer.enable_model_summary=false
         callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
+    module.compile_net = _compile_setting(cfg)
+    trainer_cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+                                    if k != "compile"})
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks,
+        trainer_cfg, callbacks=callbacks,
         logger=_instantiate_all(cfg.get("logger")) or False,
         default_root_dir=cfg.paths.output_dir)
     return datamodule, module, trainer

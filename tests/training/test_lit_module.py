@@ -130,3 +130,36 @@ def test_one_cycle_spans_the_run_and_peaks_at_the_configured_lr():
     module._trainer = _Run(float("inf"))
     with pytest.raises(ConfigError, match="trainer.max_steps or model.scheduler.total_steps"):
         module.configure_optimizers()
+
+
+def test_trainer_compile_runs_the_step_through_torch_compile_and_keeps_checkpoints_plain(monkeypatch):
+    compiled = []
+
+    def fake_compile(net):  # torch.compile itself takes ~40 s on a 2-core CPU: the wiring is what is tested here
+        def run(x):
+            compiled.append(x.shape)
+            return net(x)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    m = LitClassifier({**NET, "channels": [8, 8, 8]}, OPT, name="multihead")
+    keys = set(m.state_dict())
+    m.compile_net = True
+    m.setup("fit")
+    loss = m._step((torch.rand(4, 3, 28, 28), torch.randint(0, 96, (4,))))[0]
+    assert compiled == [torch.Size([4, 3, 28, 28])] and torch.isfinite(loss)
+    assert set(m.state_dict()) == keys   # no "_orig_mod." keys: checkpoints load into a plain net
+    m.teardown("fit")
+    m._step((torch.rand(2, 3, 28, 28), torch.randint(0, 96, (2,))))
+    assert len(compiled) == 1            # after teardown the plain net runs
+
+
+def test_trainer_compile_must_be_a_boolean():
+    from omegaconf import OmegaConf
+
+    from pipeline.training.train import _compile_setting
+
+    cfg = OmegaConf.create({"trainer": {"compile": "yes"}, "paths": {"cache_dir": "/tmp"}})
+    with pytest.raises(ConfigError, match="trainer.compile='yes' is invalid"):
+        _compile_setting(cfg)
+    assert _compile_setting(OmegaConf.create({"trainer": {}, "paths": {"cache_dir": "/tmp"}})) is False
