@@ -108,7 +108,9 @@ def _instantiate_train(cfg, done: set) -> None:
             done.add(f"logger.{key}")
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
         pytest.skip("trainer=gpu needs a GPU")
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    from pipeline.training.train import lightning_trainer_config
+
+    trainer = hydra.utils.instantiate(lightning_trainer_config(cfg), callbacks=callbacks, logger=loggers or False)
     done.add("trainer")
     module.trainer = trainer
     module.configure_optimizers()  # builds the optimizer and the scheduler from their nodes

@@ -100,6 +100,12 @@ def _compile_setting(cfg: DictConfig) -> bool:
     return value
 
 
+def lightning_trainer_config(cfg: DictConfig) -> DictConfig:
+    """``cfg.trainer`` without the keys that are ours, not Lightning Trainer arguments (``compile``)."""
+    return OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+                             if k != "compile"})
+
+
 def build(cfg: DictConfig):
     """Datamodule, LightningModule and Trainer from the config (nothing is loaded or trained)."""
     from pipeline.data.image_folder_datamodule import fill_inferred
@@ -115,10 +121,8 @@ def build(cfg: DictConfig):
     if not cfg.trainer.get("enable_model_summary", True):  # likewise trainer.enable_model_summary=false
         callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
     module.compile_net = _compile_setting(cfg)
-    trainer_cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-                                    if k != "compile"})
     trainer: pl.Trainer = hydra.utils.instantiate(
-        trainer_cfg, callbacks=callbacks,
+        lightning_trainer_config(cfg), callbacks=callbacks,
         logger=_instantiate_all(cfg.get("logger")) or False,
         default_root_dir=cfg.paths.output_dir)
     return datamodule, module, trainer
