@@ -46,12 +46,13 @@ def configured(dataset: str, objective: str = "class") -> dict:
     s["lhalf"], s["centre"], s["channels"] = data_prior(dataset, objective, s["lhalf"], s["centre"], s["channels"],
                                                         _JOB.get("priors"))
     s["polish"] = int(prior_setting(dataset, objective, "polish", s["polish"], _JOB.get("priors")))
+    s["restarts"] = int(prior_setting(dataset, objective, "restarts", _JOB.get("restarts"), _JOB.get("priors"), 1))
     return s
 
 
 CONF, CONF_MNIST, CONF_UNIT = configured("lines"), configured("mnist"), configured("lines", "channel")
 PLAIN = {**CONF, "param": "pixel", "transforms": [], "l1": 0.0, "lhalf": 0.0, "centre": 0.0, "tv": 0.0, "blur": 0.0,
-         "channels": None, "polish": 0}
+         "channels": None, "polish": 0, "restarts": 1}
 
 
 def plain_for(conf: dict) -> dict:

@@ -27,7 +27,7 @@ from pipeline.visualization.feature_vis import FeatureVisualizer  # noqa: E402
 
 BASE = dict(param="pixel", transforms=["jitter", "scale", "rotate"], steps=64, lr=0.05, noise=0.01, jitter=2.0,
             scale=0.1, rotate=10.0, l1=0.0, lhalf=0.0, centre=0.0, tv=0.0, blur=0.0, channels=None, polish=0,
-            polish_lr=0.1, polish_mask=0.0)
+            polish_lr=0.1, polish_mask=0.0, restarts=1)
 GRID = [
     dict(param="fft", steps=128),             # 0: the earlier (Lucid) defaults
     dict(steps=128),
@@ -65,6 +65,7 @@ GRID = [
     dict(steps=32, lhalf=20.0, centre=200.0, channels=[0, 2], polish=32, polish_lr=0.1, polish_mask=0.1),
     dict(steps=128, lhalf=20.0, centre=200.0, channels=[0, 2]),
     dict(steps=32, polish=8, polish_lr=0.1),                      # 33: the unit pictures' prior (all channels)
+    dict(steps=32, lhalf=20.0, centre=200.0, channels=[0, 2], restarts=3),  # 34: row 24, best of 3 starts
 ]
 
 
@@ -102,6 +103,8 @@ def describe(s: dict) -> str:
     if s.get("polish"):
         extra += [f"polish {s['polish']} at lr {s['polish_lr']:g}" + (f", mask {s['polish_mask']:g}"
                                                                       if s.get("polish_mask") else "")]
+    if s.get("restarts", 1) > 1:
+        extra += [f"best of {s['restarts']} starts"]
     return (f"{s['param']} | {'+'.join(s['transforms']) or 'none'} | {s['steps']} | {s['lr']:g} | {s['l1']:g}"
             + (f" ({', '.join(extra)})" if extra else ""))
 

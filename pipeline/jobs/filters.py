@@ -63,7 +63,7 @@ class FiltersJob:
                  priors: dict | None = None, tv: float = 0.0, blur: float = 0.0, diversity: float = 0.0, copies: int = 1,
                  classes: list[int] | None = None, class_pictures: bool = True, top: int = 25,
                  max_filters: int | None = None, polish: int | None = None, polish_lr: float = 0.1,
-                 polish_mask: float = 0.0):
+                 polish_mask: float = 0.0, restarts: int | None = None):
         self.ctx, self.seed, self.top, self.max_filters, self.classes = ctx, seed, top, max_filters, classes
         def bad(msg):
             return CnnvisError(f"filters: {msg}")
@@ -83,6 +83,9 @@ class FiltersJob:
                 raise CnnvisError(f"filters.{key}={value} is invalid: it must be positive")
         if polish is not None and polish < 0:
             raise CnnvisError(f"filters.polish={polish} is invalid: it must be >= 0 (0 = no polish; null = the data's prior)")
+        if restarts is not None and restarts < 1:
+            raise CnnvisError(f"filters.restarts={restarts} is invalid: it must be >= 1 (1 = one start per picture; "
+                              f"null = the data's prior)")
         if not 0 <= polish_mask < 1:
             raise CnnvisError(f"filters.polish_mask={polish_mask} is invalid: it must be in [0, 1) (0 = no mask)")
         for key, value in (("noise", noise), ("jitter", jitter), ("scale", scale), ("rotate", rotate), ("l1", l1),
@@ -115,7 +118,7 @@ class FiltersJob:
                              scale=scale, rotate=rotate, l1=l1, tv=tv, blur=blur, diversity=diversity, copies=copies,
                              polish_lr=polish_lr, polish_mask=polish_mask)
         self.given, self.priors = dict(lhalf=lhalf, centre=centre, channels=channels), priors
-        self.given_polish = polish
+        self.given_polish, self.given_restarts = polish, restarts
         for kind in {o for _, o in self.jobs}:
             chans = self.settings_for(kind)["channels"]
             if chans is not None and not all(0 <= c < ctx.input_shape[0] for c in chans):
@@ -128,7 +131,10 @@ class FiltersJob:
                                              priors=self.priors)
         polish = prior_setting(getattr(self.ctx, "dataset_name", None), objective, "polish", self.given_polish,
                                self.priors)
-        return {**self.settings, "lhalf": lhalf, "centre": centre, "channels": channels, "polish": int(polish)}
+        restarts = prior_setting(getattr(self.ctx, "dataset_name", None), objective, "restarts", self.given_restarts,
+                                 self.priors, 1)
+        return {**self.settings, "lhalf": lhalf, "centre": centre, "channels": channels, "polish": int(polish),
+                "restarts": int(restarts)}
 
     @staticmethod
     def _outer(heads: dict) -> list[str]:
@@ -172,6 +178,7 @@ class FiltersJob:
         return (f"{s['param']} parametrization, transforms {'+'.join(s['transforms']) or 'none'}, {s['steps']} Adam "
                 f"steps (lr {s['lr']:g})" + (f"; penalties x |score|: {pens}" if pens else "")
                 + (f"; input channels {s['channels']} only" if s.get("channels") is not None else "")
+                + (f"; best of {s['restarts']} starts by score" if s.get("restarts", 1) > 1 else "")
                 + (f"; then {s['polish']} polish steps on the objective alone (lr {s['polish_lr']:g}"
                    + (", lit pixels only" if s.get("polish_mask") else "") + ")" if s.get("polish") else ""))
 

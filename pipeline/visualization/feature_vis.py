@@ -220,24 +220,26 @@ class FeatureVisualizer:
     def _run(self, targets, batched: bool, objective="channel", param="fft", transforms=("jitter", "scale", "rotate"),
              steps=128, lr=0.05, jitter=2.0, scale=0.1, rotate=10.0, l1=0.0, lhalf=0.0, centre=0.0, tv=0.0, blur=0.0,
              diversity=0.0, copies=1, seed=0, noise=0.01, channels=None, polish=0, polish_lr=0.01, polish_mask=0.0,
-             batch_size=None) -> FeatureResult:
+             restarts=1, batch_size=None) -> FeatureResult:
         transforms = check_transforms(transforms)
         weights = (l1, lhalf, centre, tv, blur, diversity, noise, jitter, scale, rotate)
-        if steps < 0 or lr <= 0 or min(weights) < 0 or copies < 1 or polish < 0 or polish_lr <= 0 \
+        if steps < 0 or lr <= 0 or min(weights) < 0 or copies < 1 or restarts < 1 or polish < 0 or polish_lr <= 0 \
                 or not 0 <= polish_mask < 1:
-            raise ValueError("steps >= 0, lr > 0, copies >= 1, polish >= 0, polish_lr > 0, 0 <= polish_mask < 1 and "
+            raise ValueError("steps >= 0, lr > 0, copies >= 1, restarts >= 1, polish >= 0, polish_lr > 0, "
+                             "0 <= polish_mask < 1 and "
                              "l1, lhalf, centre, tv, blur, diversity, noise, jitter, scale, rotate >= 0 are required")
         if channels is not None:
             channels = sorted({int(c) for c in channels})
             if not channels or channels[0] < 0 or channels[-1] >= self.input_shape[0]:
                 raise ValueError(f"channels {channels} must be a non-empty subset of 0..{self.input_shape[0] - 1}")
         with torch.inference_mode(False):  # plain tensors even when called under inference_mode
-            t = self.check(objective, targets).repeat_interleave(int(copies))
+            rows = self.check(objective, targets).repeat_interleave(int(copies))
+            t = rows.repeat(int(restarts))  # restart-major: restart r optimizes rows r*n .. (r+1)*n - 1
         s = dict(objective=objective, param=param, transforms=list(transforms), steps=int(steps), lr=float(lr),
                  jitter=float(jitter), scale=float(scale), rotate=float(rotate), l1=float(l1), lhalf=float(lhalf),
                  centre=float(centre), tv=float(tv), blur=float(blur), diversity=float(diversity), copies=int(copies),
                  seed=int(seed), noise=float(noise), channels=channels, polish=int(polish), polish_lr=float(polish_lr),
-                 polish_mask=float(polish_mask))
+                 polish_mask=float(polish_mask), restarts=int(restarts))
         p = next(self.model.parameters())
         with torch.inference_mode(False):
             par = Parametrization(param, len(t), self.input_shape, seed=seed, noise=noise, channels=channels,
@@ -255,6 +257,13 @@ class FeatureVisualizer:
             hook.remove()
         patterns, scores, start_scores = (torch.cat([o[k] for o in outs]) for k in range(3))
         probs = torch.cat([o[3].float().cpu() for o in outs]) if objective == "class" else None
+        if restarts > 1:  # per target, the restart whose copies reach the highest mean score (the objective alone)
+            n, k = len(rows), int(copies)
+            best = scores.view(int(restarts), n // k, k).mean(2).argmax(0)  # [targets]
+            keep = best.repeat_interleave(k) * n + torch.arange(n)
+            patterns, scores, start_scores = patterns[keep], scores[keep], start_scores[keep]
+            probs = None if probs is None else probs[keep]
+            t = rows
         return FeatureResult(layer=self.layer_name, objective=objective, targets=t, patterns=patterns, scores=scores,
                              start_scores=start_scores, ranking=torch.argsort(scores, descending=True, stable=True),
                              copies=int(copies), probs=probs, settings=s)

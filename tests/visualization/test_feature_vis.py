@@ -311,3 +311,35 @@ def test_polish_prior_by_picture_kind(multi):
                     (dict(polish_mask=1.0), "filters.polish_mask")):
         with pytest.raises(CnnvisError, match=msg):
             FiltersJob(ctx, None, 0, steps=1, **kw)
+
+
+def test_restarts_keep_each_targets_best_start(multi):
+    """``restarts`` optimizes every target from that many starts in one batch and keeps, per target, the start
+    with the highest score: the pictures and scores are those of the best restart (restart r's rows are the rows
+    r*n .. of one run with the targets repeated); batched == one at a time; the job takes it from the prior."""
+    from pipeline.jobs.filters import FiltersJob
+
+    vis = FeatureVisualizer(multi, "heads.angle", (3, 28, 28))
+    base = dict(objective="class", param="pixel", steps=4, lr=0.05, lhalf=20.0, centre=200.0, channels=[0, 2], seed=3)
+    best = vis([0, 5, 7], **base, restarts=3)
+    every = vis([0, 5, 7] * 3, **base)  # the same starts and draws: targets repeated restart-major
+    scores = every.scores.view(3, 3)
+    pick = scores.argmax(0)
+    assert best.targets.tolist() == [0, 5, 7] and best.settings["restarts"] == 3
+    assert torch.equal(best.scores, scores.max(0).values)
+    assert torch.equal(best.patterns, every.patterns.view(3, 3, 3, 28, 28)[pick, torch.arange(3)])
+    one = vis.one_at_a_time([0, 5, 7], **base, restarts=3)
+    assert torch.allclose(one.patterns, best.patterns, atol=1e-5) and torch.allclose(one.scores, best.scores, atol=1e-4)
+    two = vis([0, 5], **base, restarts=2, copies=2)  # copies of a target come from one restart
+    assert two.targets.tolist() == [0, 0, 5, 5] and len(two.patterns) == 4
+    with pytest.raises(ValueError, match="restarts"):
+        vis(**base, restarts=0)
+    ctx = _ctx(multi)
+    ctx.dataset_name = "lines"
+    priors = {"lines": {"class": {"restarts": 3}}}
+    job = FiltersJob(ctx, None, 0, steps=1, priors=priors)
+    assert job.settings_for("class")["restarts"] == 3 and job.settings_for("channel")["restarts"] == 1
+    assert "best of 3 starts" in job.how(job.settings_for("class"))
+    assert FiltersJob(ctx, None, 0, steps=1, priors=priors, restarts=1).settings_for("class")["restarts"] == 1
+    with pytest.raises(CnnvisError, match="filters.restarts"):
+        FiltersJob(ctx, None, 0, steps=1, restarts=0)
