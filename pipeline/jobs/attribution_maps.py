@@ -142,11 +142,12 @@ class AttributionMapsJob:
         """gradcam.target=[...]: per image a row of overlays, one column per target, each titled with its
         target, the class and the model's probability; a sheet with every image (a row each)."""
         from pipeline.rendering.figures import render_gradcam_sheet
+        from pipeline.rendering.parallel import render_all
 
-        sel, subsections, groups = result.images, [], {}
+        sel, groups, calls, captions, headings = result.images, {}, [], [], []
         for m in result.maps:
             groups.setdefault((m.method, m.head, m.layer), []).append(m)
-        for (method, head, layer), sets in groups.items():
+        for (method, head, layer), sets in groups.items():  # every figure of every group, drawn at once
             d = fig_dir / "attribution" / safe_name(method) / safe_name(head) / safe_name(layer)
             n, t = len(sel), len(sets)
             shown = display_maps_together([m.result for m in sets], self.scale)          # [T, N, H, W]
@@ -154,21 +155,27 @@ class AttributionMapsJob:
             titles = [[title + (f"\n{flag}" if flag else "")
                        for title, flag in zip(self._titles(m), map_flags(m.result.maps))] for m in sets]
             targets = ", ".join(m.target for m in sets)
-            figs = []
-            for i in tqdm(range(n), desc=f"{method} figures ({head}, {layer})", unit="fig"):
-                path = render_gradcam_sheet(sel.images[i:i + 1].repeat(t, 1, 1, 1), shown[:, i], [ts[i] for ts in titles],
-                                            d / f"image{i:02d}.png", alpha=self.alpha, cmap=self.cmap, ncols=t,
-                                            title=f"{method}, {where}, image {i} ({sel.sources[i]})")
-                figs.append(Figure(path, f"image {i} ({sel.sources[i]}): targets {targets}"))
+            for i in range(n):
+                calls.append((render_gradcam_sheet,
+                              (sel.images[i:i + 1].repeat(t, 1, 1, 1), shown[:, i], [ts[i] for ts in titles],
+                               d / f"image{i:02d}.png"),
+                              {"alpha": self.alpha, "cmap": self.cmap, "ncols": t,
+                               "title": f"{method}, {where}, image {i} ({sel.sources[i]})"}))
+                captions.append(f"image {i} ({sel.sources[i]}): targets {targets}")
             order = [(j, i) for i in range(n) for j in range(t)]   # a row per image, a column per target
-            sheet = render_gradcam_sheet(sel.images[[i for _, i in order]], shown[[j for j, _ in order], [i for _, i in order]],
-                                         [titles[j][i] for j, i in order], d / "sheet.png", alpha=self.alpha,
-                                         cmap=self.cmap, ncols=t,
-                                         title=f"{method}, {where}, {self.scale.replace('_', '-')} scale: "
-                                               f"a row per image, a column per target")
-            subsections.append(Section(f"{method}: {where}, targets {targets}",
-                                       figures=[Figure(sheet, f"{method}, all images (a row each), targets {targets}"), *figs]))
-        return subsections
+            calls.append((render_gradcam_sheet,
+                          (sel.images[[i for _, i in order]], shown[[j for j, _ in order], [i for _, i in order]],
+                           [titles[j][i] for j, i in order], d / "sheet.png"),
+                          {"alpha": self.alpha, "cmap": self.cmap, "ncols": t,
+                           "title": f"{method}, {where}, {self.scale.replace('_', '-')} scale: "
+                                    f"a row per image, a column per target"}))
+            captions.append(f"{method}, all images (a row each), targets {targets}")
+            headings.append(f"{method}: {where}, targets {targets}")
+        with tqdm(total=len(calls), desc="attribution figures", unit="fig") as bar:
+            figures = [Figure(path, caption) for path, caption in zip(render_all(calls, progress=bar), captions)]
+        per_group = len(sel) + 1   # the images' figures, then the sheet; the report shows the sheet first
+        groups_figs = [figures[g * per_group:(g + 1) * per_group] for g in range(len(headings))]
+        return [Section(h, figures=[f[-1], *f[:-1]]) for h, f in zip(headings, groups_figs)]
 
     def section(self, result: AttributionMaps, figures: list[Section]) -> Section:
         sel, rows, loc_rows, observations = result.images, [], [], []
