@@ -130,13 +130,10 @@ class AttributionMapsJob:
                               {"alpha": self.alpha, "cmap": self.cmap}))
                 captions.append(f"image {i} ({sel.sources[i]}): {titles[i]}".replace("\n", "; "))
         with tqdm(total=len(calls), desc="attribution figures", unit="fig") as bar:
-            paths = iter(zip(render_all(calls, progress=bar), captions))
-        subsections = []
-        for m in result.maps:
-            where = (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}"
-            figs = [Figure(path, caption) for path, caption in (next(paths) for _ in range(len(sel) + 1))]
-            subsections.append(Section(f"{m.method}: {where}", figures=figs))
-        return subsections
+            figures = [Figure(path, caption) for path, caption in zip(render_all(calls, progress=bar), captions)]
+        per_set = len(sel) + 1   # the sheet, then the images' figures
+        return [Section(f"{m.method}: " + (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}",
+                        figures=figures[k * per_set:(k + 1) * per_set]) for k, m in enumerate(result.maps)]
 
     def _render_per_target(self, result: AttributionMaps, fig_dir: Path) -> list[Section]:
         """gradcam.target=[...]: per image a row of overlays, one column per target, each titled with its
