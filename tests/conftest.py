@@ -16,6 +16,26 @@ from pipeline.config import register_configs
 
 register_configs()
 
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (``-n auto`` in pytest.ini) each worker gets its share of the cores, as a
+    sweep's jobs do (pipeline/parallel.py): torch threads in the worker, and OMP_NUM_THREADS for the
+    entry scripts it starts (a single run keeps torch's default, which reads it). Without this, 2
+    workers on 2 cores run 4+ threads that fight for them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    from pipeline.parallel import usable_cores
+
+    share = max(1, usable_cores() // workers)
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    import torch
+
+    torch.set_num_threads(share)
+
+
+_share_the_cores_between_workers()
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
