@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from pipeline.errors import CnnvisError
 from pipeline.jobs.base import safe_name
@@ -64,8 +63,7 @@ class ActivationsJob:
             calls.append((render_activation_figure,
                           (sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})"),
                           {"cmap": self.cmap, "limits": limits[layer]}))
-        with tqdm(total=len(calls), desc="activation figures", unit="fig") as bar:
-            paths = render_all(calls, progress=bar)
+        paths = render_all(calls, desc="activation figures")
         figures: dict[str, list[Figure]] = {layer: [] for layer in self.layers}
         for (i, layer), path in zip(todo, paths):
             figures[layer].append(Figure(path, f"{layer}, image {i} ({sel.sources[i]})"))

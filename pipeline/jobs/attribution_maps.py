@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pipeline.attribution.result import AttributionResult
 from pipeline.data.lines_labels import head_class_names, split_label
@@ -129,8 +128,8 @@ class AttributionMapsJob:
                                f"{m.method} {titles[i]} - image {i} ({sel.sources[i]})".replace("\n", "; ")),
                               {"alpha": self.alpha, "cmap": self.cmap}))
                 captions.append(f"image {i} ({sel.sources[i]}): {titles[i]}".replace("\n", "; "))
-        with tqdm(total=len(calls), desc="attribution figures", unit="fig") as bar:
-            figures = [Figure(path, caption) for path, caption in zip(render_all(calls, progress=bar), captions)]
+        paths = render_all(calls, desc="attribution figures")
+        figures = [Figure(path, caption) for path, caption in zip(paths, captions)]
         per_set = len(sel) + 1   # the sheet, then the images' figures
         return [Section(f"{m.method}: " + (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}",
                         figures=figures[k * per_set:(k + 1) * per_set]) for k, m in enumerate(result.maps)]
@@ -168,8 +167,8 @@ class AttributionMapsJob:
                                     f"a row per image, a column per target"}))
             captions.append(f"{method}, all images (a row each), targets {targets}")
             headings.append(f"{method}: {where}, targets {targets}")
-        with tqdm(total=len(calls), desc="attribution figures", unit="fig") as bar:
-            figures = [Figure(path, caption) for path, caption in zip(render_all(calls, progress=bar), captions)]
+        paths = render_all(calls, desc="attribution figures")
+        figures = [Figure(path, caption) for path, caption in zip(paths, captions)]
         per_group = len(sel) + 1   # the images' figures, then the sheet; the report shows the sheet first
         groups_figs = [figures[g * per_group:(g + 1) * per_group] for g in range(len(headings))]
         return [Section(h, figures=[f[-1], *f[:-1]]) for h, f in zip(headings, groups_figs)]

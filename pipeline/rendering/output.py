@@ -9,6 +9,7 @@ does not show a PDF).
 """
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def png_rendering():
     pictures that go into another viewer (TensorBoard images) rather than onto disk for people."""
     global _current
     saved = _current
-    _current = RenderSettings(format="png", dpi=saved.dpi, workers=saved.workers)
+    _current = dataclasses.replace(saved, format="png")
     try:
         yield
     finally:

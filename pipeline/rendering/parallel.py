@@ -21,6 +21,8 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
+from tqdm.auto import tqdm
+
 from . import output
 
 __all__ = ["Call", "render_all", "worker_count"]
@@ -69,12 +71,17 @@ def _payload(call: Call) -> bytes | None:
         return None
 
 
-def render_all(calls: Iterable[Call], progress=None) -> list:
+def render_all(calls: Iterable[Call], desc: str | None = None) -> list:
     """Run every ``(fn, args, kwargs)`` of ``calls``; their return values, in order.
 
-    ``progress``: an optional ``tqdm``-like bar, advanced once per finished call.
+    ``desc``: a progress bar with this label (tqdm, one step per finished figure); None: no bar.
     """
     calls = list(calls)
+    with tqdm(total=len(calls), desc=desc, unit="fig", disable=desc is None) as progress:
+        return _render_all(calls, progress)
+
+
+def _render_all(calls: list[Call], progress) -> list:
     n = worker_count(output.rendering().workers, len(calls))
     payloads = [_payload(c) for c in calls] if n > 1 else [None] * len(calls)
     remote = [i for i, p in enumerate(payloads) if p is not None]
@@ -87,8 +94,7 @@ def render_all(calls: Iterable[Call], progress=None) -> list:
         futures = {i: pool.submit(_run, payloads[i]) for i in remote} if pool is not None else {}
         for i, (fn, args, kwargs) in enumerate(calls):
             results[i] = futures[i].result() if i in futures else fn(*args, **kwargs)
-            if progress is not None:
-                progress.update(1)
+            progress.update(1)
         return results
     finally:
         if pool is not None:

@@ -6,8 +6,8 @@ and the README for what a run directory holds.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import logging
+import os
 import signal
 import time
 from pathlib import Path
