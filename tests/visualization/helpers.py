@@ -18,13 +18,15 @@ def prepared(model, in_ch: int, seed: int = 0, *, batch: int = 8, passes: int = 
              bn_weight: tuple[float, float] | None = None, bn_bias: tuple[float, float] | None = None):
     """Seeded model in eval mode with non-trivial batch-norm running statistics.
 
-    ``model`` is a module, or a zero-argument factory called after seeding (so that its
-    initialisation is seeded too). ``passes`` train-mode forwards of ``batch`` random images;
+    ``model`` is a zero-argument factory, called after seeding so that the initial weights depend
+    on ``seed`` alone (a module built by the caller would depend on whichever tests ran before
+    it in the same process, which differs between xdist workers). ``passes`` train-mode forwards of ``batch`` random images;
     then, if given, every BatchNorm2d's affine weight / bias is drawn uniformly from the range.
     """
+    if isinstance(model, nn.Module):
+        raise TypeError("prepared() takes a factory (lambda: Net(...)), not a built module: its weights would not be seeded")
     torch.manual_seed(seed)
-    if not isinstance(model, nn.Module):
-        model = model()
+    model = model()
     model.train()
     with torch.no_grad():
         for _ in range(passes):

@@ -13,7 +13,7 @@ from tests.visualization.helpers import hook_count, no_hooks, prepared
 
 
 def test_recorded_activations_equal_subnetwork_forward_and_outputs():
-    m = prepared(CNNDeep(), 1)
+    m = prepared(lambda: CNNDeep(), 1)
     x = torch.rand(7, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     names = ["features.conv1", "features.relu2", "features.pool2", "features.conv4"]
     acts, out = record_activations(m, x, names, batch_size=3)  # 3 chunks
@@ -28,7 +28,7 @@ def test_recorded_activations_equal_subnetwork_forward_and_outputs():
 
 
 def test_multihead_outputs_are_concatenated_dicts():
-    m = prepared(MultiHead(), 3)
+    m = prepared(lambda: MultiHead(), 3)
     x = torch.rand(5, 3, 28, 28)
     acts, out = record_activations(m, x, "heads.angle.fc1", batch_size=2)
     assert set(out) == {"length", "width", "angle", "colour"}
@@ -53,7 +53,7 @@ def test_inplace_relu_after_layer_does_not_corrupt_recording():
 
 
 def test_recorder_keeps_per_batch_lists_and_removes_hooks_even_on_error():
-    m = prepared(CNNDeep(), 1)
+    m = prepared(lambda: CNNDeep(), 1)
     rec = ActivationRecorder(m, ["features.conv1"])
     with pytest.raises(RuntimeError, match="boom"):
         with rec, torch.no_grad():

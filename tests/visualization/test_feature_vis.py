@@ -34,7 +34,7 @@ class Linear(nn.Module):
 
 @pytest.fixture(scope="module")
 def multi():
-    return helpers.prepared(MultiHead(channels=(4, 6, 8)), 3, seed=0)
+    return helpers.prepared(lambda: MultiHead(channels=(4, 6, 8)), 3, seed=0)
 
 
 @pytest.mark.parametrize("objective", ["channel", "neuron"])

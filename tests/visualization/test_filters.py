@@ -28,12 +28,12 @@ PLAIN = dict(objective="channel", param="pixel", transforms=[])
 def multi64():
     """Float64 copy, so that batched and one-at-a-time runs cannot drift apart through a
     max-pool tie flipped by float32 rounding (the comparison is about the algorithm)."""
-    return prepared(MultiHead(channels=(16, 32, 64), pool_after=(1, 2), global_pool=False), 3, seed=0).double()
+    return prepared(lambda: MultiHead(channels=(16, 32, 64), pool_after=(1, 2), global_pool=False), 3, seed=0).double()
 
 
 @pytest.fixture(scope="module")
 def deep():
-    return prepared(CNNDeep(in_channels=1), 1, seed=1)
+    return prepared(lambda: CNNDeep(in_channels=1), 1, seed=1)
 
 
 def check_result(res: FeatureResult, filters, shape=(1, 28, 28)):
@@ -71,7 +71,7 @@ def test_batched_equals_one_at_a_time_rgb(multi64, transforms):
 
 def test_batched_equals_one_at_a_time_greyscale_float32_with_penalties():
     torch.manual_seed(0)
-    m = prepared(CNNBasic(in_channels=1), 1)
+    m = prepared(lambda: CNNBasic(in_channels=1), 1)
     fv = FeatureVisualizer(m, "features.conv1")  # (1, 28, 28) by default
     filters = list(range(0, 32, 4))
     kw = dict(PLAIN, steps=10, l1=0.02, tv=0.02, blur=0.05, seed=1)
