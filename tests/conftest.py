@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -75,10 +73,15 @@ def tiny_cfg(tmp_path):
 
 
 def run_cli(script: str, args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
-    """Run an entry script the way a user does; returns the CompletedProcess."""
+    """Run an entry script the way a user does, in a process of its own; returns the CompletedProcess.
+
+    The process is forked from one that imported torch, Lightning and Hydra already (tests/cli_zygote.py,
+    7-8 s saved per run), or a new interpreter where that would not be faithful or
+    ``CNNVIS_TESTS_FRESH_PROCESS=1``."""
+    from tests import cli_zygote
+
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+    return cli_zygote.run(ROOT / script, args, cwd, full_env, timeout)
 
 
 @pytest.fixture(scope="session")
