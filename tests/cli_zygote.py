@@ -140,7 +140,12 @@ class _Zygote:
         self.env = dict(os.environ)
         self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1, env=self.env)
-        hello = json.loads(self.proc.stdout.readline() or '{"ready": false, "printed": "no answer"}')
+        # read raw (os.read): a buffered reader could hold the next line back from select()
+        self._fd, self._buffer = self.proc.stdout.fileno(), b""
+        try:
+            hello = self._read(time.monotonic() + 300) or {"ready": False, "printed": "no answer in 300 s"}
+        except RuntimeError as exc:
+            hello = {"ready": False, "printed": str(exc)}
         self.ready = bool(hello["ready"])
         self.why_not = hello.get("printed", "")
 
@@ -151,16 +156,18 @@ class _Zygote:
         return all(env.get(k) == self.env.get(k) for k in IMPORT_TIME_ENV)
 
     def _read(self, deadline: float | None) -> dict | None:
-        while True:
+        """The zygote's next JSON line, or None once ``deadline`` (time.monotonic) has passed."""
+        while b"\n" not in self._buffer:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.proc.stdout], [], [], wait)
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError("the CLI zygote exited")
-                return json.loads(line)
-            if deadline is not None and time.monotonic() >= deadline:
+            ready, _, _ = select.select([self._fd], [], [], wait)
+            if not ready:
                 return None
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                raise RuntimeError("the CLI zygote exited")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
 
     def run(self, script: str, args: list[str], cwd: Path, env: dict, timeout: float | None):
         with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +180,10 @@ class _Zygote:
             deadline = None if timeout is None else time.monotonic() + timeout
             done = self._read(deadline)
             if done is None:  # as subprocess.run(timeout=...): kill, then raise
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended in the meantime
+                    pass
                 self._read(None)
                 raise subprocess.TimeoutExpired([sys.executable, script, *args], timeout,
                                                 output=out.read_text(errors="replace"),

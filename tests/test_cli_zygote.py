@@ -87,3 +87,22 @@ def test_an_import_time_variable_that_differs_gets_a_fresh_interpreter(script, t
     monkeypatch.setattr(z, "run", lambda *a, **k: calls.append(a))
     proc = cli_zygote.run(script, ["ok"], tmp_path, env, 60)
     assert proc.returncode == 0 and calls == []  # ran in subprocess.run, not in the zygote
+
+
+def test_two_answers_that_arrive_together_are_both_read():
+    """The pid and the exit status can reach the pipe before the test reads either: the second must
+    come from the reader's buffer, not from a select() on an empty pipe (that would wait out the timeout)."""
+    import time
+
+    r, w = os.pipe()
+    try:
+        z = cli_zygote._Zygote.__new__(cli_zygote._Zygote)
+        z._fd, z._buffer = r, b""
+        os.write(w, b'{"pid": 7}\n{"returncode": 3}\n')
+        assert z._read(None) == {"pid": 7}
+        start = time.monotonic()
+        assert z._read(time.monotonic() + 5) == {"returncode": 3} and time.monotonic() - start < 1
+        assert z._read(time.monotonic() + 0.2) is None  # nothing more: the deadline, not a hang
+    finally:
+        os.close(r)
+        os.close(w)
