@@ -20,11 +20,13 @@ def prepared(model, in_ch: int, seed: int = 0, *, batch: int = 8, passes: int = 
 
     ``model`` is a zero-argument factory, called after seeding so that the initial weights depend
     on ``seed`` alone (a module built by the caller would depend on whichever tests ran before
-    it in the same process, which differs between xdist workers). ``passes`` train-mode forwards of ``batch`` random images;
-    then, if given, every BatchNorm2d's affine weight / bias is drawn uniformly from the range.
+    it in the same process, which differs between xdist workers). ``passes`` train-mode forwards
+    of ``batch`` random images; then, if given, every BatchNorm2d's affine weight / bias is drawn
+    uniformly from the range.
     """
     if isinstance(model, nn.Module):
-        raise TypeError("prepared() takes a factory (lambda: Net(...)), not a built module: its weights would not be seeded")
+        raise TypeError("prepared() takes a factory (lambda: Net(...)), not a built module: "
+                        "the module's weights would not be seeded")
     torch.manual_seed(seed)
     model = model()
     model.train()

@@ -50,7 +50,7 @@ def _partial_files(run_dir: Path) -> bool:
 def _interrupt_when_partial_files_appear(run_dir: Path, stop: threading.Event) -> None:
     """Press Ctrl-C (KeyboardInterrupt in the main thread) once the job is writing its partial files.
 
-    Pressed again if the partial files are still there 5 s later, as a user would: one CI run
+    Pressed again if the partial files are still there 5 s later, as a user would: one suite run
     under xdist lost the single press and ran the 20,000 steps to the end (where it was lost is not
     known; Python delivers the press at the main thread's next bytecode, and a KeyboardInterrupt
     raised inside a finalizer is printed as "Exception ignored" and dropped)."""
