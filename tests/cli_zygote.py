@@ -170,10 +170,10 @@ class _Zygote:
         return json.loads(line)
 
     def run(self, script: str, args: list[str], cwd: Path, env: dict, timeout: float | None):
+        cmd = [sys.executable, str(script), *(str(a) for a in args)]  # what subprocess.run would have run
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "out", Path(tmp) / "err"
-            req = {"script": str(script), "args": [str(a) for a in args], "cwd": str(cwd), "env": env,
-                   "out": str(out), "err": str(err)}
+            req = {"script": cmd[1], "args": cmd[2:], "cwd": str(cwd), "env": env, "out": str(out), "err": str(err)}
             self.proc.stdin.write(json.dumps(req) + "\n")
             self.proc.stdin.flush()
             pid = self._read(None)["pid"]
@@ -185,11 +185,10 @@ class _Zygote:
                 except ProcessLookupError:  # it ended in the meantime
                     pass
                 self._read(None)
-                raise subprocess.TimeoutExpired([sys.executable, script, *args], timeout,
-                                                output=out.read_text(errors="replace"),
+                raise subprocess.TimeoutExpired(cmd, timeout, output=out.read_text(errors="replace"),
                                                 stderr=err.read_text(errors="replace"))
-            return subprocess.CompletedProcess([sys.executable, str(script), *args], done["returncode"],
-                                               out.read_text(errors="replace"), err.read_text(errors="replace"))
+            return subprocess.CompletedProcess(cmd, done["returncode"], out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
 
     def close(self) -> None:
         if self.alive():
@@ -208,7 +207,7 @@ def zygote() -> _Zygote | None:
     global _zygote
     if os.environ.get("CNNVIS_TESTS_FRESH_PROCESS") == "1" or not hasattr(os, "fork"):
         return None
-    if _zygote is None or not _zygote.alive():
+    if _zygote is None or (_zygote.ready and not _zygote.alive()):  # one that never got ready is not retried
         import atexit
 
         _zygote = _Zygote()

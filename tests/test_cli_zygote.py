@@ -106,3 +106,25 @@ def test_two_answers_that_arrive_together_are_both_read():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_zygote_that_did_not_get_ready_is_not_started_again(script, tmp_path, monkeypatch):
+    """A preload that printed (or failed) means a fresh interpreter for every run, without paying for a
+    new zygote's imports on each one."""
+    class NotReady:
+        started = 0
+
+        def __init__(self):
+            NotReady.started += 1
+            self.ready, self.why_not = False, "printed something"
+
+        def alive(self):
+            return False  # gone, too: still not retried
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(cli_zygote, "_zygote", None)
+    monkeypatch.setattr(cli_zygote, "_Zygote", NotReady)
+    runs = [cli_zygote.run(script, ["ok"], tmp_path, dict(os.environ), 60) for _ in range(2)]
+    assert [p.returncode for p in runs] == [0, 0] and NotReady.started == 1
