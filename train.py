@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.cli import run_job
+from pipeline.command_line import check_command_line
 from pipeline.config import register_configs
 
 register_configs()
@@ -20,4 +21,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    check_command_line("train")  # bad arguments: exit 2 before Hydra writes anything (pipeline/command_line.py)
     main()

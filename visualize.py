@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.cli import run_job
+from pipeline.command_line import check_command_line
 from pipeline.config import register_configs
 
 register_configs()
@@ -22,4 +23,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    check_command_line("visualize")  # bad arguments: exit 2 before Hydra writes anything (pipeline/command_line.py)
     main()

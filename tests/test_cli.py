@@ -77,15 +77,15 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.parametrize("script,args,code,needle", [
-    ("train.py", ["dataset=imagenet"], 1, "Available options in 'dataset':"),
-    ("train.py", ["model=resnet"], 1, "Available options in 'model':"),
-    ("train.py", ["trainer=tpu"], 1, "Available options in 'trainer':"),
-    ("train.py", ["data.batch_size=abc"], 1, "Value 'abc' of type 'str' could not be converted to Integer"),
-    ("train.py", ["data.per_clas=5"], 1, "Key 'per_clas' not in 'LinesDataSchema'"),
+    ("train.py", ["dataset=imagenet"], 2, "Available options in 'dataset':"),
+    ("train.py", ["model=resnet"], 2, "Available options in 'model':"),
+    ("train.py", ["trainer=tpu"], 2, "Available options in 'trainer':"),
+    ("train.py", ["data.batch_size=abc"], 2, "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("train.py", ["data.per_clas=5"], 2, "Key 'per_clas' not in 'LinesDataSchema'"),
     ("train.py", ["data.batch_size=-5"], 2, "data.batch_size=-5 is invalid: it must be a positive integer"),
     ("train.py", ["trainer.max_epochs=0"], 2, "trainer.max_epochs=0 is invalid"),
     ("train.py", ["model=multihead", "dataset=mnist", "data.data_dir=/nonexistent"], 2, "only trains on dataset=lines"),
-    ("visualize.py", ["job=dream"], 1, "Available options in 'job':"),
+    ("visualize.py", ["job=dream"], 2, "Available options in 'job':"),
     ("visualize.py", ["job=gradcam", "dataset=lines"], 2, "Train one first:  python train.py dataset=lines"),
 ])
 def test_bad_input_exits_with_a_clear_message_and_no_output(tmp_path, script, args, code, needle):

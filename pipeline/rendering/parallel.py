@@ -12,12 +12,20 @@ the calls run one after another in this process, as does a call that cannot be p
 a local function). A call that raises raises here, with the worker's exception; the remaining calls
 are cancelled. Workers ignore Ctrl-C, so the interrupt
 reaches the parent alone, which stops the pool and cleans up as for any interrupted run.
+
+Workers die with their parent, ``kill -9`` included (a killed parent never shuts its pool down, and
+its workers would otherwise wait on the pipe for ever): on Linux the kernel sends them SIGKILL when
+the parent exits (``prctl(PR_SET_PDEATHSIG)``, set as each worker starts), and everywhere a watchdog
+thread in each worker ends it within :data:`WATCHDOG_SECONDS` once its parent pid has changed.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
@@ -51,9 +59,38 @@ def _plain(value):
     return value
 
 
-def _start_worker(settings: output.RenderSettings) -> None:
+#: how often a worker's watchdog checks that its parent is alive (seconds)
+WATCHDOG_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this (worker) process end when ``parent`` does: the kernel's parent-death signal where
+    there is one (Linux), and a watchdog thread that exits once the parent pid has changed."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the watchdog alone
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            threading.Event().wait(WATCHDOG_SECONDS)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _start_worker(settings: output.RenderSettings, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     output._current = settings
+    _die_with_parent(os.getppid() if parent is None else parent)
 
 
 def _run(payload: bytes):
@@ -89,7 +126,7 @@ def _render_all(calls: list[Call], progress) -> list:
     pool = None
     if len(remote) > 1:
         pool = ProcessPoolExecutor(min(n, len(remote)), mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_start_worker, initargs=(output.rendering(),))
+                                   initializer=_start_worker, initargs=(output.rendering(), os.getpid()))
     try:
         futures = {i: pool.submit(_run, payloads[i]) for i in remote} if pool is not None else {}
         for i, (fn, args, kwargs) in enumerate(calls):
