@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.processes import hostname, writer_alive
@@ -36,6 +37,53 @@ def partial_path(path: Path) -> Path:
     """The temporary name to write ``path`` under: ``<name>.partial-<pid>@<host>``."""
     path = Path(path)
     return path.with_name(f"{path.name}.{_tag()}")
+
+
+@contextmanager
+def atomic_file(path):
+    """Write ``path`` whole or not at all: yields the partial name to write, then flushes it to disk
+    (fsync) and renames it over ``path``; on any error (a full disk, Ctrl-C) the partial file is
+    removed and ``path`` keeps its previous content, if it had one."""
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a rename to disk (the folder's entry); best effort: some file systems refuse it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    """``path`` holds ``data``, written by :func:`atomic_file`."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return Path(path)
+
+
+def write_text_atomic(path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode())
 
 
 def partial_prefix(path: Path) -> str:

@@ -10,7 +10,9 @@ data are rebuilt and the file rewritten.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -80,32 +82,56 @@ def read_cache(path: Path, params: Mapping, names,
     return data
 
 
+def _hdf5_bytes(arrays: Mapping[str, np.ndarray], params: Mapping) -> bytes:
+    """The cache file's content, built in memory: h5py never writes to the disk itself, so a full
+    disk is an ordinary OSError of the plain write below, never an HDF5 error from inside h5py
+    (which crashed the process when the file it still held was removed)."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        for name, a in arrays.items():
+            n = len(a)
+            chunks = (min(n, 1024), *a.shape[1:]) if n and a.ndim else None
+            # gzip level 1: on these sparse arrays both smaller and faster to read than lzf
+            f.create_dataset(name, data=a, chunks=chunks, compression="gzip" if chunks else None,
+                             compression_opts=1 if chunks else None)
+        for key, value in params.items():
+            f.attrs[key] = value
+        f.attrs["sha256"] = checksum(arrays)
+    return buf.getvalue()
+
+
 def write_cache(path: Path, arrays: Mapping[str, np.ndarray], params: Mapping) -> None:
-    """Write ``arrays`` and ``params`` to ``path`` atomically (temporary file + rename)."""
+    """Write ``arrays`` and ``params`` to ``path`` atomically (temporary file, fsync, rename).
+
+    A failed write (full disk, read-only folder) removes the temporary file and raises OSError
+    naming ``path`` (not the temporary name), so the message points at the cache folder."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path))
-    os.close(fd)
-    tmp = Path(tmp_name)
+    data = _hdf5_bytes(arrays, params)
+    tmp = None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        with h5py.File(tmp, "w") as f:
-            for name, a in arrays.items():
-                n = len(a)
-                chunks = (min(n, 1024), *a.shape[1:]) if n and a.ndim else None
-                # gzip level 1: on these sparse arrays both smaller and faster to read than lzf
-                f.create_dataset(name, data=a, chunks=chunks, compression="gzip" if chunks else None,
-                                 compression_opts=1 if chunks else None)
-            for key, value in params.items():
-                f.attrs[key] = value
-            f.attrs["sha256"] = checksum(arrays)
-        with open(tmp, "rb") as fh:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path))
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "wb") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fh.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+            fh.write(data)
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
         raise
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def load_or_build(path: Path, params: Mapping, names, build: Callable[[], Mapping[str, np.ndarray]],
@@ -122,7 +148,11 @@ def load_or_build(path: Path, params: Mapping, names, build: Callable[[], Mappin
         else:
             logger.info("Loaded %s from cache %s", what, path)
             return arrays
-    else:
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # refuse before the (long) build, not after it
+        raise OSError(errno.EROFS if _read_only_fs(path.parent) else errno.EACCES,
+                      f"the cache folder {path.parent} cannot be written (read-only), checked before building the data",
+                      str(path))
+    if not path.exists():
         logger.info("No %s cache at %s; building it.", what, path)
     arrays = dict(build())
     write_cache(path, arrays, params)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.leftovers import partial_path
+from pipeline.leftovers import write_text_atomic
 from pipeline.data.lines_labels import class_factors, head_class_names
 from pipeline.models.summary import format_layer_table, layer_table
 
@@ -42,9 +42,7 @@ def write_test_results(run_dir: Path, module, *, dataset: str, model_name: str, 
     # which code drew them from which numbers: the visualize report copies them instead of drawing them again
     write_stamp(cm_dir, [cm_dir / f"{head}.csv" for head in module.test_confusion], module.test_confusion,
                 title=f"{model_name} on {dataset}")
-    tmp = partial_path(run_dir / "test_metrics.json")  # written last and renamed: never a half-written file
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "test_metrics.json")
+    write_text_atomic(run_dir / "test_metrics.json", json.dumps(metrics, indent=2))  # written last
     return metrics
 
 
@@ -88,9 +86,7 @@ def join_metrics(previous: Path, current: Path) -> None:
     w = csv.DictWriter(buf, fieldnames=columns)
     w.writeheader()
     w.writerows(old + new)
-    tmp = partial_path(current)
-    tmp.write_text(buf.getvalue())
-    tmp.replace(current)
+    write_text_atomic(current, buf.getvalue())
     previous.unlink()
 
 
@@ -107,9 +103,9 @@ def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summa
     if metrics_csv.is_file():
         write_stamp(run_dir / "curves", [metrics_csv], plot_learning_curves(metrics_csv, run_dir / "curves"))
     rows = layer_table(module.net, (datamodule.channels, datamodule.image_size, datamodule.image_size))
-    (run_dir / "model_summary.txt").write_text(
-        format_layer_table(rows, f"{cfg.model.name} ({type(module.net).__name__}) for {datamodule.name}") + "\n")
-    (run_dir / "layers.json").write_text(json.dumps(rows, indent=2))
+    write_text_atomic(run_dir / "model_summary.txt", format_layer_table(
+        rows, f"{cfg.model.name} ({type(module.net).__name__}) for {datamodule.name}") + "\n")
+    write_text_atomic(run_dir / "layers.json", json.dumps(rows, indent=2))
     from pipeline.report.train_report import write_train_report
 
     write_train_report(run_dir, model=cfg.model.name, dataset=datamodule.name, summary=summary)

@@ -213,9 +213,11 @@ class LitClassifier(pl.LightningModule):
         # a run-length argument the config leaves null (whatever the scheduler class) is the whole run:
         # T_max in epochs, or in optimizer steps with interval=step; total_steps in optimizer steps
         takes = inspect.signature(hydra.utils.get_class(sched_cfg["_target_"])).parameters
+        self._run_length = None  # (argument, value) filled in from the run's length: re-planned on resume
         if "T_max" in takes and sched_cfg.get("T_max") is None:
             total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
             sched_cfg["T_max"] = max(int(total or 1), 1)
+            self._run_length = ("T_max", sched_cfg["T_max"])
         if "total_steps" in takes and sched_cfg.get("total_steps") is None:
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
@@ -223,6 +225,36 @@ class LitClassifier(pl.LightningModule):
                                   f"no end (trainer.max_epochs=-1 without trainer.max_steps): set "
                                   f"trainer.max_epochs, trainer.max_steps or model.scheduler.total_steps")
             sched_cfg["total_steps"] = max(int(total), 1)
+            self._run_length = ("total_steps", sched_cfg["total_steps"])
             interval = "step"
+        self._sched_cfg = sched_cfg
         scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def on_train_start(self):
+        self._replan_schedule()
+
+    def _replan_schedule(self) -> None:
+        """Resuming with another run length (``trainer.max_epochs``): the scheduler state that came back
+        from the checkpoint still holds the old length (a one-cycle schedule would stop the run with
+        "Tried to step N times"). The schedule is re-planned for the new length from the step reached:
+        ``T_max`` (cosine) is set to the new value, continuing from the current learning rate; a one-cycle
+        schedule (``total_steps``) is rebuilt for the new total and moved to the step reached, so the rest
+        of the run follows the new curve. A length already reached is left alone (nothing more to train)."""
+        length = getattr(self, "_run_length", None)
+        if length is None or self.trainer is None or not self.trainer.lr_scheduler_configs:
+            return
+        key, planned = length
+        for config in self.trainer.lr_scheduler_configs:
+            old = config.scheduler
+            if getattr(old, key, planned) == planned or planned <= old.last_epoch:
+                continue
+            if key == "T_max":
+                old.T_max = planned
+                continue
+            new = hydra.utils.instantiate(self._sched_cfg, optimizer=old.optimizer)
+            new.last_epoch = old.last_epoch - 1
+            new._step_count = old._step_count
+            new.step()  # the learning rate (and momentum) of the new plan at the step reached
+            config.scheduler = new
+

@@ -21,12 +21,11 @@ dataset+model that no later run has already continued, and its newest ``interrup
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import NoCheckpointError
-from pipeline.leftovers import partial_path
+from pipeline.leftovers import write_text_atomic
 from pipeline.processes import writer_alive
 
 RUN_RECORD = "run.json"
@@ -44,11 +43,7 @@ class RunRecord:
 
 
 def write_run_record(run_dir: Path, record: dict) -> Path:
-    path = Path(run_dir) / RUN_RECORD
-    tmp = partial_path(path)
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(run_dir) / RUN_RECORD, json.dumps(record, indent=2, sort_keys=True))
 
 
 def _records(outputs_dir: Path):

@@ -6,6 +6,7 @@ and the README for what a run directory holds.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -21,9 +22,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from pipeline.config import check_model_fits_data, validate_train_config
 from pipeline.training.tensorboard_figures import log_training_figures
 from pipeline.errors import CnnvisError, ConfigError, NoCheckpointError
+from pipeline.leftovers import write_text_atomic
 from pipeline.processes import this_process
 from pipeline.run_dirs import check_run_dir_unused
 from pipeline.training import artifacts
+from pipeline.training.checkpoint_io import AtomicCheckpointIO
 from pipeline.training.checkpoints import CheckpointLoadError, read_checkpoint
 from pipeline.training.registry import find_resumable_run, write_run_record
 
@@ -40,54 +43,180 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     """The checkpoint ``resume=`` continues from, checked to load with ``weights_only=True``.
 
     ``resume=latest``: the newest interrupted run of this dataset+model (never a complete one);
-    the log says which run and checkpoint."""
+    the log says which run and checkpoint. A candidate that does not load (0 bytes, truncated,
+    damaged) is skipped with a warning naming it, and the next one is tried."""
     resume = cfg.get("resume")
     if not resume:
         return None
     if resume == "latest":
         found = find_resumable_run(Path(cfg.paths.outputs_dir), cfg.data.name, cfg.model.name)
-        path, what = found.checkpoint, f"resume=latest picked {found.checkpoint}, but that file"
-        log.info("resume=latest: continuing the %s run %s (started %s) from %s", found.state, found.run_dir,
-                 found.record.get("started", "?"), found.checkpoint.name)
-        others = found.others
-    else:
-        path, what, others = Path(str(resume)).expanduser(), f"resume={resume}", ()
-        if not path.is_file():
-            raise NoCheckpointError(f"resume={resume}: no such checkpoint file. Use a path to a .ckpt file "
-                                    f"(e.g. outputs/train/.../checkpoints/last.ckpt) or resume=latest.")
+        candidates = [found.checkpoint, *found.others]
+        skipped = []
+        for path in candidates:
+            try:
+                read_checkpoint(path, f"resume=latest picked {path}, but that file")
+            except CheckpointLoadError as exc:
+                log.warning("resume=latest: skipping %s: it does not load (%s)", path, str(exc).splitlines()[0])
+                skipped.append(path)
+                continue
+            run_dir = path.parent.parent
+            log.info("resume=latest: continuing the run %s from %s", run_dir, path.name)
+            return str(path)
+        raise NoCheckpointError(
+            f"resume=latest: no checkpoint of the interrupted runs of dataset={cfg.data.name} model={cfg.model.name} "
+            f"loads ({', '.join(str(p) for p in skipped)}: damaged or truncated). Train a new run (drop resume=), or "
+            f"pass resume=PATH of another checkpoint.")
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise NoCheckpointError(f"resume={resume}: no such checkpoint file. Use a path to a .ckpt file "
+                                f"(e.g. outputs/train/.../checkpoints/last.ckpt) or resume=latest.")
     try:
-        read_checkpoint(path, what)
+        read_checkpoint(path, f"resume={resume}")
     except CheckpointLoadError as exc:
-        skip = (f" To skip it, move or delete it (resume=latest then takes the next candidate"
-                f"{': ' + str(others[0]) if others else ''}), or pass resume=PATH of another checkpoint."
-                if resume == "latest" else " Pass resume=PATH of another checkpoint, or resume=latest.")
-        raise type(exc)(f"{exc}{skip}") from exc
+        raise type(exc)(f"{exc} Pass resume=PATH of another checkpoint, or resume=latest.") from exc
     return str(path)
 
 
-def _newest_checkpoint(run_dir: Path) -> Path | None:
-    found = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem in ("interrupted", "last")]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+class ResumeMismatchError(CnnvisError, ValueError):
+    """``resume=`` names a checkpoint of another dataset, model or network shape than this run's."""
 
 
-def _record_stop(run_dir: Path, record: dict, exc: BaseException, trainer, cfg: DictConfig) -> None:
-    """run.json after fit stopped early: ``failed`` with the reason (bad input, diverged loss, a crash
-    before the first step) or ``interrupted`` (Ctrl-C, a crash mid-training: resumable)."""
+def check_resume_fits(resume: str, cfg: DictConfig, module, datamodule) -> None:
+    """The checkpoint ``resume=`` names must be this run's model, trained on this dataset's classes
+    (eval.py's check, :func:`pipeline.training.evaluate.check_checkpoint_fits`), with the same network
+    (every weight's name and shape): checked before anything is written."""
+    from pipeline.training.checkpoints import load_lit_module
+    from pipeline.training.evaluate import CheckpointDataMismatch, check_checkpoint_fits
+
+    what = f"resume={cfg.get('resume')}" + (f" ({resume})" if str(cfg.get("resume")) != resume else "")
+    saved = load_lit_module(Path(resume), what)
+    hp = saved.hparams
+    ck_model, ck_data = hp.get("name", "model"), hp.get("dataset") or "another dataset"
+    again = (f"To continue it, run it with its own dataset and model: python train.py dataset={ck_data} "
+             f"model={ck_model} resume={resume}; to train dataset={cfg.data.name} model={cfg.model.name}, drop "
+             f"resume= or pass a checkpoint of that pair (resume=latest finds one).")
+    if ck_model != cfg.model.name:
+        raise ResumeMismatchError(f"{what} holds a {ck_model} model (trained on dataset={ck_data}), not "
+                                  f"model={cfg.model.name}. {again}")
+    try:
+        check_checkpoint_fits(saved, Path(resume), datamodule)
+    except CheckpointDataMismatch:
+        raise ResumeMismatchError(
+            f"{what} was trained on dataset={ck_data} ({len(hp.get('class_names') or [])} classes: "
+            f"{', '.join(list(hp.get('class_names') or [])[:3])}, ...), but this run is dataset={datamodule.name} "
+            f"({len(datamodule.class_names)} classes: {', '.join(list(datamodule.class_names)[:3])}, ...). {again}") from None
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in saved.state_dict().items()}
+    diff = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+    if diff:
+        k = diff[0]
+        raise ResumeMismatchError(
+            f"{what} holds another {ck_model} network than this run's config builds ({len(diff)} weight(s) differ, "
+            f"first {k}: {have.get(k, 'absent')} in the checkpoint, {want.get(k, 'absent')} here): the model.net "
+            f"settings differ. Resume with the settings of the run that wrote it (its config.yaml), or drop resume=.")
+
+
+def is_ctrl_c(exc: BaseException) -> bool:
+    """Ctrl-C, also as Lightning reports it: a ``SystemExit(1)`` raised while handling a KeyboardInterrupt."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    return isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt)
+
+
+def _write_failure(exc: BaseException, cfg: DictConfig) -> str | None:
+    """The message for a file the run could not write (full disk, read-only folder), else None."""
+    from pipeline.cli import user_error
+    from pipeline.training.checkpoint_io import WriteError
+
+    if isinstance(exc, WriteError):
+        return str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        err = user_error(exc, cfg)
+        return None if err is None else str(err)
+    return None
+
+
+def _record_stop(run_dir: Path, record: dict, exc: BaseException, trainer, cfg: DictConfig,
+                 after_fit: bool = False) -> None:
+    """run.json after the run stopped early: ``failed`` with the reason (bad input, a file it could not
+    write, a diverged loss, a crash before the first step or after training) or ``interrupted``
+    (Ctrl-C at any phase, a crash mid-training: resumable)."""
     now = dt.datetime.now().isoformat(timespec="microseconds")
-    ctrl_c = isinstance(exc, (KeyboardInterrupt, SystemExit))
-    if isinstance(exc, CnnvisError) or (not ctrl_c and trainer.global_step == 0):
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        record.update(status="failed", finished=now, error=first if isinstance(exc, CnnvisError)
+    ctrl_c = is_ctrl_c(exc)
+    write = None if ctrl_c else _write_failure(exc, cfg)
+    if write is not None or isinstance(exc, CnnvisError) or (not ctrl_c and (trainer.global_step == 0 or after_fit)):
+        first = write or (str(exc).splitlines() or [type(exc).__name__])[0]
+        record.update(status="failed", finished=now, error=first if (write or isinstance(exc, CnnvisError))
                       else f"{type(exc).__name__}: {first}")
-        write_run_record(run_dir, record)
+        _write_record_anyway(run_dir, record)
+        ckpt = _newest_loadable_checkpoint(run_dir)
+        if write is not None and ckpt is not None:
+            log.error("The run's last whole checkpoint is %s: once there is space, continue it with:  python train.py "
+                      "dataset=%s model=%s resume=%s", ckpt, cfg.data.name, cfg.model.name, ckpt)
         return
     record.update(status="interrupted", stopped=now, epoch=trainer.current_epoch, global_step=trainer.global_step,
                   reason="Ctrl-C" if ctrl_c else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
-    write_run_record(run_dir, record)
-    ckpt = _newest_checkpoint(run_dir)
+    _write_record_anyway(run_dir, record)
+    ckpt = _newest_loadable_checkpoint(run_dir)
     if ckpt is not None:
         log.error("Training stopped early (%s). Continue it with:  python train.py dataset=%s model=%s resume=%s  "
                   "(resume=latest picks this run too)", record["reason"], cfg.data.name, cfg.model.name, ckpt)
+
+
+def _write_record_anyway(run_dir: Path, record: dict) -> None:
+    """run.json, even on a disk too full for a new file: then it is rewritten in place (a few hundred
+    bytes, in the blocks the old one holds), so it never says "running" after the process ended."""
+    try:
+        write_run_record(run_dir, record)
+    except OSError as exc:
+        path = run_dir / "run.json"
+        log.warning("could not replace %s (%s); rewriting it in place", path, exc.strerror or exc)
+        try:
+            with open(path, "r+b") as fh:
+                data = json.dumps(record, indent=2, sort_keys=True).encode()
+                fh.write(data)
+                fh.truncate(len(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as again:
+            log.error("could not record the run's end in %s (%s): it will read as stale", path, again.strerror or again)
+
+
+def _newest_loadable_checkpoint(run_dir: Path) -> Path | None:
+    found = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem in ("interrupted", "last")]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            read_checkpoint(path)
+        except CheckpointLoadError:
+            continue
+        return path
+    return None
+
+
+class _CtrlC:
+    """SIGINT raises KeyboardInterrupt as usual and is remembered: a Ctrl-C that some code swallows
+    (an at-fork handler of the figure workers prints "Exception ignored in _releaseLock") still
+    stops the run before it is recorded complete."""
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)  # Lightning ignores Ctrl-C after an interrupt
+        return False
 
 
 def _compile_setting(cfg: DictConfig) -> bool:
@@ -123,6 +252,7 @@ def build(cfg: DictConfig):
     module.compile_net = _compile_setting(cfg)
     trainer: pl.Trainer = hydra.utils.instantiate(
         lightning_trainer_config(cfg), callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],  # checkpoints written beside, flushed, renamed (pipeline/training/checkpoint_io.py)
         logger=_instantiate_all(cfg.get("logger")) or False,
         default_root_dir=cfg.paths.output_dir)
     return datamodule, module, trainer
@@ -136,6 +266,8 @@ def run_training(cfg: DictConfig) -> dict:
     resume = resolve_resume(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    if resume:
+        check_resume_fits(resume, cfg, module, datamodule)  # another dataset's or model's checkpoint: refused here
     datamodule.setup("fit")  # load (or generate) the data before anything is written: missing files fail here
 
     record = {"status": "running", "dataset": cfg.data.name, "model": cfg.model.name,
@@ -145,21 +277,45 @@ def run_training(cfg: DictConfig) -> dict:
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         previous_metrics = artifacts.set_aside_metrics(run_dir) if resume else None
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_run_record(run_dir, record)
 
-    start = time.perf_counter()
-    sigint = signal.getsignal(signal.SIGINT)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    except BaseException as exc:  # Ctrl-C (Lightning turns it into SystemExit(1)), a diverged loss, a crash
-        if rank_zero_only.rank == 0:
-            _record_stop(run_dir, record, exc, trainer, cfg)
-        raise
-    finally:
-        signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C after an interrupt
-    fit_seconds = time.perf_counter() - start
+    with _CtrlC() as ctrl_c:
+        start = time.perf_counter()
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+            ctrl_c.check()
+        except BaseException as exc:  # Ctrl-C (Lightning turns it into SystemExit(1)), a diverged loss, a crash
+            if rank_zero_only.rank == 0:
+                _record_stop(run_dir, record, exc, trainer, cfg)
+            _raise_as_user_sees_it(exc, cfg)
+        fit_seconds = time.perf_counter() - start
+        try:
+            summary = _after_fit(cfg, run_dir, record, datamodule, module, trainer, resume, previous_metrics,
+                                 fit_seconds, ctrl_c)
+        except BaseException as exc:  # Ctrl-C in the test/figure phase, a full disk, a crash: never "complete"
+            if trainer.is_global_zero:
+                _record_stop(run_dir, record, exc, trainer, cfg, after_fit=True)
+            _raise_as_user_sees_it(exc, cfg)
+    return summary
 
+
+def _raise_as_user_sees_it(exc: BaseException, cfg: DictConfig):
+    """Re-raise ``exc``: Ctrl-C as KeyboardInterrupt (exit 130, not Lightning's SystemExit(1)), a file
+    it could not write as the message naming it (exit 2)."""
+    from pipeline.training.checkpoint_io import WriteError
+
+    if is_ctrl_c(exc) and not isinstance(exc, KeyboardInterrupt):
+        raise KeyboardInterrupt from exc
+    write = None if is_ctrl_c(exc) else _write_failure(exc, cfg)
+    if write is not None and not isinstance(exc, WriteError):
+        raise WriteError(write, getattr(exc, "filename", None), getattr(exc, "errno", None)) from exc
+    raise exc
+
+
+def _after_fit(cfg, run_dir, record, datamodule, module, trainer, resume, previous_metrics, fit_seconds,
+               ctrl_c: _CtrlC) -> dict:
+    """Test the best checkpoint, write the artefacts and record the run complete."""
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     last = str(run_dir / "checkpoints" / "last.ckpt") if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
@@ -167,6 +323,7 @@ def run_training(cfg: DictConfig) -> dict:
     test = {}
     if cfg.get("test_after_fit", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+        ctrl_c.check()
         test = module.test_results
     best_val = ckpt_cb.best_model_score if ckpt_cb is not None else None
     best_val = float(best_val) if best_val is not None else None
@@ -181,6 +338,7 @@ def run_training(cfg: DictConfig) -> dict:
             artifacts.join_metrics(previous_metrics, run_dir / "metrics.csv")
         artifacts.write_all(run_dir, cfg, module, datamodule, trainer, summary)
         log_training_figures(trainer, run_dir)  # logger=tensorboard: curves and confusion matrices there too
+        ctrl_c.check()  # a Ctrl-C swallowed while the figures were drawn: interrupted, not complete
         record.update(status="complete", finished=dt.datetime.now().isoformat(timespec="microseconds"),
                       best_checkpoint=best, last_checkpoint=last,
                       test_accuracy=test.get(module.main_head, {}).get("accuracy"), best_val_acc=best_val,
