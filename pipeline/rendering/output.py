@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.leftovers import atomic_file
 
 FORMATS = ("png", "pdf", "svg")
 MAX_DPI = 1200   # a 16x8 in figure at 1200 dpi is already ~180 megapixels
@@ -78,11 +79,13 @@ def save_figure(fig, path, dpi: float | None = None, **savefig_kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dpi = settings.dpi or dpi or fig.dpi
     target = path.with_suffix(f".{settings.format}")
-    fig.savefig(target, dpi=dpi, format=settings.format, **savefig_kwargs)
+    with atomic_file(target) as tmp:  # written beside, flushed, renamed: never a half-written figure
+        fig.savefig(tmp, dpi=dpi, format=settings.format, **savefig_kwargs)
     if settings.format != "pdf":
         return target
     shown = path.with_suffix(".png")
-    fig.savefig(shown, dpi=dpi, format="png", **savefig_kwargs)
+    with atomic_file(shown) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", **savefig_kwargs)
     return shown
 
 
