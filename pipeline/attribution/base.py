@@ -23,9 +23,14 @@ here, once:
   nobody asked for are cut to an empty batch (a model whose ``heads`` is an ``nn.ModuleDict``
   keyed like ``head_classes``, e.g. the project's MultiHead). If the model's code rejects either,
   the first chunk is redone without them and the method remembers it.
+* placement of a layer's map on the input (``placement``, the CAMs): ``"receptive_field"`` (default)
+  puts each cell at its receptive field's centre (:mod:`pipeline.visualization.receptive_field`),
+  ``"stretch"`` stretches the map over the image as Captum and pytorch-grad-cam do; both agree for
+  "same"-padded layers. A layer whose geometry cannot be found is stretched, with a logged note.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -36,6 +41,10 @@ from pipeline.attribution.forward import forward_at_layer, unused_head_hooks
 from pipeline.attribution.result import AttributionResult, ChunkMaps
 from pipeline.attribution.targets import check_heads, target_for, targets_by_head
 from pipeline.visualization.layers import resolve_layer
+from pipeline.visualization.receptive_field import ChainTrace, LayerGeometry, layer_geometry, place_maps
+
+log = logging.getLogger(__name__)
+PLACEMENTS = ("receptive_field", "stretch")
 
 __all__ = ["AttributionMethod", "CallState", "Scored"]
 
@@ -72,7 +81,7 @@ class AttributionMethod:
     """Shared machinery of the attribution methods (see the module docstring).
 
     ``Method(model, target_layer=None, heads=None, batch_size=256, channels_last=None,
-    skip_unused_heads=True, **params)``; ``target_layer`` is a module name
+    skip_unused_heads=True, placement="receptive_field", **params)``; ``target_layer`` is a module name
     (``"features.conv3"``) or the module; it is required when ``needs_layer`` and must be None
     otherwise (the input-gradient methods).
     """
@@ -83,8 +92,14 @@ class AttributionMethod:
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None,
                  heads: Sequence[str] | str | None = None, batch_size: int = 256,
-                 channels_last: bool | None = None, skip_unused_heads: bool = True):
+                 channels_last: bool | None = None, skip_unused_heads: bool = True,
+                 placement: str = "receptive_field"):
         self.model = model
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        self.placement = placement
+        self._geometries: dict[tuple, LayerGeometry | None] = {}
+        self.placement_notes: list[str] = []   # what could not be placed by its receptive field, and why
         name = type(self).__name__
         if self.needs_layer:
             if target_layer is None:
@@ -202,12 +217,42 @@ class AttributionMethod:
         return self._chunk(xb, sl, state)
 
     # -- pieces for _chunk ------------------------------------------------------------------
+    def geometry(self, xb: torch.Tensor) -> LayerGeometry | None:
+        """The target layer's receptive-field geometry for inputs shaped like ``xb`` (found once per
+        shape); None with ``placement="stretch"``, for the input methods, or where it is unknown."""
+        if self.placement == "stretch" or self.layer is None:
+            return None
+        key = tuple(xb.shape[1:])
+        if key not in self._geometries:
+            self._set_geometry(key, xb, None)
+        return self._geometries[key]
+
+    def _set_geometry(self, key: tuple, xb: torch.Tensor, trace: ChainTrace | None) -> None:
+        g, note = layer_geometry(self.model, self.layer, xb[:1].detach(), trace)
+        if note:
+            note = f"{self.method_name or type(self).__name__} at {self.layer_name}: {note}"
+            log.warning(note)
+            self.placement_notes.append(note)
+        self._geometries[key] = g
+
+    def _upsample(self, cam: torch.Tensor, xb: torch.Tensor, mode: str = "bilinear",
+                  clamp: bool = True) -> torch.Tensor:
+        """Layer maps ``[n, h, w]`` -> ``[n, H, W]`` at ``xb``'s size, placed as ``placement`` says."""
+        return place_maps(cam, xb.shape[-2:], self.geometry(xb), mode, clamp)
+
     def _forward(self, xb: torch.Tensor, state: CallState, capture: bool = False, grad: bool = False):
         """The model's forward on ``xb`` with this chunk's fast paths; ``(out, a)`` with the target
         layer's output as ``a`` when ``capture`` (see :func:`~pipeline.attribution.forward.forward_at_layer`)."""
-        skip = unused_head_hooks(self.model, state.heads, self.head_classes, self.layer) if state.skip_heads else ()
-        return forward_at_layer(self.model, xb, self.layer, self.layer_name, capture=capture, grad=grad,
-                                channels_last=state.channels_last, hooks=skip)
+        skip = unused_head_hooks(self.model, state.heads, self.head_classes, self.layer) if state.skip_heads else []
+        key, trace = tuple(xb.shape[1:]), None
+        if capture and self.placement != "stretch" and key not in self._geometries:
+            trace = ChainTrace(self.model, self.layer)   # the receptive field, traced on this very forward
+            skip = [*trace.handles, *skip]
+        res = forward_at_layer(self.model, xb, self.layer, self.layer_name, capture=capture, grad=grad,
+                               channels_last=state.channels_last, hooks=skip)
+        if trace is not None:
+            self._set_geometry(key, xb, trace)
+        return res
 
     def _outputs(self, out, state: CallState, rows: int) -> dict[str, torch.Tensor]:
         """``{head: logits [rows, K]}`` of the heads computed (checked against the outputs once)."""

@@ -3,24 +3,28 @@
 Per chunk: one forward with no graph below the layer (its output captured as the leaf ``A``),
 shared by every head; one backward per head w.r.t. ``A`` only. A subclass supplies only
 ``_combine(A, g) -> (map [n, h, w], weights [n, C] or None)``; the map is ReLU'd here and
-upsampled to the input with ``F.interpolate(mode="bilinear", align_corners=False)``
-(``maps``; ``layer_maps`` keeps the layer's resolution). Grad-CAM is the smallest example
+upsampled to the input bilinearly, each cell at its receptive field's centre
+(:func:`~pipeline.visualization.receptive_field.place_maps`; ``placement="stretch"``:
+``F.interpolate(mode="bilinear", align_corners=False)`` over the whole image, as Captum; the same
+for "same"-padded layers) (``maps``; ``layer_maps`` keeps the layer's resolution). Grad-CAM is the smallest example
 (:mod:`pipeline.attribution.gradcam`).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.attribution.base import AttributionMethod, CallState
 from pipeline.attribution.result import ChunkMaps
+from pipeline.visualization.receptive_field import place_maps
 
 __all__ = ["GradientCAM", "upsample_maps"]
 
 
-def upsample_maps(cam: torch.Tensor, size) -> torch.Tensor:
-    """``[n, h, w]`` -> ``[n, H, W]``, bilinear, ``align_corners=False``, clamped at 0."""
-    return F.interpolate(cam.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
+def upsample_maps(cam: torch.Tensor, size, geometry=None) -> torch.Tensor:
+    """``[n, h, w]`` -> ``[n, H, W]``, bilinear, clamped at 0: each cell at its receptive field's centre
+    given a ``geometry`` (:func:`~pipeline.visualization.receptive_field.layer_geometry`), else stretched
+    (``align_corners=False``)."""
+    return place_maps(cam, size, geometry)
 
 
 class GradientCAM(AttributionMethod):
@@ -44,6 +48,6 @@ class GradientCAM(AttributionMethod):
             dead = torch.nonzero(cam.flatten(1).amax(1) <= 0).flatten()
             if len(dead):  # only an all-zero map needs to know whether the gradient vanished
                 zero_grad[dead] = (g[dead] == 0).flatten(1).all(1)
-            res[h] = scored[h].record(upsample_maps(cam, state.size), layer_maps=cam, weights=weights,
+            res[h] = scored[h].record(self._upsample(cam, xb), layer_maps=cam, weights=weights,
                                       zero_grad=zero_grad)
         return res

@@ -5,7 +5,8 @@
   signed ``attributions``, ``maps = max_c |attributions|``;
 * :class:`GuidedGradCAM` (Selvaraju et al., 2017), as Captum's ``GuidedGradCam``: guided
   backprop times the project's Grad-CAM upsampled to the input (``interpolate_mode``, default
-  ``"bilinear"`` like Grad-CAM; Captum defaults to ``"nearest"``), signed ``attributions =
+  ``"bilinear"`` like Grad-CAM; Captum defaults to ``"nearest"``; either places each cell at its
+  receptive field's centre unless ``placement="stretch"``), signed ``attributions =
   guided * cam`` broadcast over the input channels, ``maps = max_c |attributions|``. Two
   passes: Grad-CAM's own, then guided backprop for Grad-CAM's targets.
 """
@@ -14,12 +15,12 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.attribution.base import AttributionMethod
 from pipeline.attribution.gradcam import GradCAM
 from pipeline.attribution.result import AttributionResult, normalize_maps
 from pipeline.attribution.saliency import Saliency
+from pipeline.visualization.receptive_field import place_maps
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM"]
 
@@ -64,14 +65,15 @@ class GuidedGradCAM(AttributionMethod):
                                   else next(iter(cams.values())).targets)
             if not dict_model:
                 guided = {next(iter(cams)): guided}
-            out = {h: self._combine(h, cam, guided[h], tuple(x.shape[-2:])) for h, cam in cams.items()}
+            out = {h: self._combine(h, cam, guided[h], x) for h, cam in cams.items()}
         return out if dict_model else next(iter(out.values()))
 
-    def _combine(self, head, cam, gb: AttributionResult, size) -> AttributionResult:
+    def _combine(self, head, cam, gb: AttributionResult, x) -> AttributionResult:
+        size = tuple(x.shape[-2:])
         if self.interpolate_mode == "bilinear":
             up = cam.maps
         else:
-            up = F.interpolate(cam.layer_maps.unsqueeze(1), size=size, mode=self.interpolate_mode)[:, 0]
+            up = place_maps(cam.layer_maps, size, self._gradcam.geometry(x), self.interpolate_mode)
         attr = gb.attributions * up.unsqueeze(1)
         maps = attr.abs().amax(1)
         return AttributionResult(

@@ -1,5 +1,5 @@
 """Score-CAM (Wang et al., 2020): no gradients; each channel ``A_c`` of the layer is upsampled
-(bilinear) to the input size and min-max normalized to ``[0, 1]``; the input is multiplied by it
+(bilinear, each cell at its receptive field's centre as the map itself) to the input size and min-max normalized to ``[0, 1]``; the input is multiplied by it
 and the weight ``w_c`` is the target's probability (softmax, or sigmoid for a binary head) on
 that masked input (minus the probability on an all-zero input with ``subtract_baseline=True``,
 the paper's ``f(X_b)``). A constant channel cannot be normalized and gets ``w_c = 0`` (as in the
@@ -12,10 +12,8 @@ as the first forward (channels_last below the layer, unrequested heads skipped).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.attribution.base import AttributionMethod
-from pipeline.attribution.gradient_cam import upsample_maps
 
 __all__ = ["ScoreCAM"]
 
@@ -39,7 +37,7 @@ class ScoreCAM(AttributionMethod):
         out, a = self._forward(xb, state, capture=True)
         scored = self._scored(self._outputs(out, state, len(xb)), state, sl)
         n, c = a.shape[:2]
-        up = F.interpolate(a, size=state.size, mode="bilinear", align_corners=False)
+        up = self._upsample(a.flatten(0, 1), xb, clamp=False).view(n, c, *state.size)
         flat = up.flatten(2)
         mn, mx = flat.amin(2), flat.amax(2)
         valid = mx > mn  # a constant channel cannot be normalized: weight 0
@@ -62,5 +60,5 @@ class ScoreCAM(AttributionMethod):
         res = {}
         for h, s in scored.items():
             cam = torch.einsum("nc,nchw->nhw", weights[h], a).clamp_min(0)
-            res[h] = s.record(upsample_maps(cam, state.size), layer_maps=cam, weights=weights[h])
+            res[h] = s.record(self._upsample(cam, xb), layer_maps=cam, weights=weights[h])
         return res

@@ -68,13 +68,22 @@ def test_matches_captum_per_image_targets(model_name, layer, request):
     model = request.getfixturevalue(model_name)
     x = images(1)
     targets = torch.tensor([0, 3, 9, 1, 7, 5])  # a different class per image
-    res = GradCAM(model, layer)(x, targets)
+    res = GradCAM(model, layer, placement="stretch")(x, targets)   # Captum stretches the map over the image
     assert isinstance(res, AttributionResult) and res.method == "gradcam"
     ref = captum_maps(model, layer, x, targets)
     assert res.maps.shape == (N, 28, 28) and res.maps.dtype == torch.float32
     assert ref.abs().max() > 0
     torch.testing.assert_close(res.maps, ref, rtol=0, atol=1e-5)
     assert torch.equal(res.targets, targets)
+    placed = GradCAM(model, layer)(x, targets)   # the default: each cell at its receptive field's centre
+    if model_name == "deep":   # padded 3x3 convs and 2x2 pools: the stretch is already right, bit for bit
+        assert torch.equal(placed.maps, res.maps)
+    else:   # cnn_basic's unpadded 7x7 conv: cell j is centred at pixel j + 3; the border pixels repeat the edge
+        raw = LayerGradCam(model, dict(model.named_modules())[layer]).attribute(x, target=targets,
+                                                                                relu_attributions=True)
+        ref = torch.nn.functional.pad(raw.detach(), (3, 3, 3, 3), mode="replicate")[:, 0]
+        torch.testing.assert_close(placed.maps, ref, rtol=0, atol=1e-5)
+        assert not torch.allclose(placed.maps, res.maps, atol=1e-4)
 
 
 @pytest.mark.parametrize("opts", [{}, {"channels_last": False, "skip_unused_heads": False}])
@@ -205,7 +214,8 @@ def test_inplace_relu_after_layer_gives_same_maps(layer):
     assert a.maps.abs().max() > 0
     torch.testing.assert_close(b.maps, a.maps, rtol=0, atol=1e-6)
     torch.testing.assert_close(b.scores, a.scores)
-    torch.testing.assert_close(a.maps, captum_maps(plain, layer, x, t), rtol=0, atol=1e-5)
+    torch.testing.assert_close(GradCAM(plain, layer, placement="stretch")(x, t).maps, captum_maps(plain, layer, x, t),
+                               rtol=0, atol=1e-5)
 
 
 def test_all_zero_map_gives_zeros_a_note_and_no_nan():
@@ -347,8 +357,8 @@ def test_channels_last_fallback_for_a_model_that_views_its_input():
     a = GradCAM(m, "conv")(x, [0, 1, 2, 0, 1, 2])
     b = GradCAM(m, "conv", channels_last=False)(x, [0, 1, 2, 0, 1, 2])
     torch.testing.assert_close(a.maps, b.maps)
-    torch.testing.assert_close(a.maps, captum_maps(m, "conv", x, torch.tensor([0, 1, 2, 0, 1, 2])),
-                               rtol=0, atol=1e-5)
+    c = GradCAM(m, "conv", placement="stretch")(x, [0, 1, 2, 0, 1, 2])   # Captum stretches the 26x26 map
+    torch.testing.assert_close(c.maps, captum_maps(m, "conv", x, torch.tensor([0, 1, 2, 0, 1, 2])), rtol=0, atol=1e-5)
 
 
 def test_inside_a_lightning_predict_loop():
@@ -390,7 +400,7 @@ def test_models_without_head_classes_are_checked_against_their_outputs():
     torch.manual_seed(0)
     plain = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 26 * 26, 4)).eval()
     x = images(1)
-    res = GradCAM(plain, "0")(x, [0, 1, 2, 3, 0, 1])
+    res = GradCAM(plain, "0", placement="stretch")(x, [0, 1, 2, 3, 0, 1])
     torch.testing.assert_close(res.maps, captum_maps(plain, "0", x, torch.tensor([0, 1, 2, 3, 0, 1])),
                                rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="0..3"):
