@@ -126,7 +126,8 @@ def _record_failed_job(run_dir: Path | None, cfg, exc: Exception, err: Exception
     return None
 
 
-_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EFBIG,  # EFBIG: a file-size limit (ulimit -f)
+                 getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _write_error(exc: OSError, cfg) -> Exception | None:
