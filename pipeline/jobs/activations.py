@@ -15,6 +15,7 @@ import torch
 from pipeline.errors import CnnvisError
 from pipeline.jobs.base import safe_name
 from pipeline.report.sections import Figure, Section, Table
+from pipeline.visualization.class_words import image_words
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
 
@@ -54,29 +55,33 @@ class ActivationsJob:
         from pipeline.rendering.parallel import render_all
 
         sel = result.images
+        dataset = getattr(self.ctx, "dataset_name", None)
+        words = [image_words(label, self.ctx.class_names, dataset) for label in sel.labels]  # "digit 7"
         todo = [(i, layer) for layer in self.layers for i in range(len(sel))]
         limits = {layer: shared_limits(result.acts[layer]) for layer in self.layers}
         calls = []
         for i, layer in todo:
             path = fig_dir / "activations" / safe_name(layer) / f"image{i:02d}.png"
             a = result.acts[layer][i]
-            calls.append((render_activation_figure,
-                          (sel.images[i], a, path, f"{layer}: {a.shape[0]} channels, image {i} ({sel.sources[i]})"),
-                          {"cmap": self.cmap, "limits": limits[layer]}))
+            title = f"{layer}: {a.shape[0]} channels; image {i}: {words[i]} ({sel.sources[i]})"
+            calls.append((render_activation_figure, (sel.images[i], a, path, title),
+                          {"cmap": self.cmap, "limits": limits[layer], "image_name": words[i]}))
         paths = render_all(calls, desc="activation figures")
         figures: dict[str, list[Figure]] = {layer: [] for layer in self.layers}
         for (i, layer), path in zip(todo, paths):
-            figures[layer].append(Figure(path, f"{layer}, image {i} ({sel.sources[i]})"))
+            figures[layer].append(Figure(path, f"{layer}, image {i}: {words[i]} ({sel.sources[i]})"))
         return figures
 
     def section(self, result: Activations, figures: dict[str, list[Figure]]) -> Section:
         rows, subsections = [], []
+        types = {r["name"]: r["type"] for r in self.ctx.layer_rows}
+        fold = any(types.get(n) == "ReLU" for n in self.layers)  # the report opens the ReLU layers, folds the others
         for layer in self.layers:
             a, s = result.acts[layer], result.stats[layer]
             rows.append([layer, "x".join(map(str, a.shape[1:])), s["sparsity"], s["mean"], s["max"], s["dead_channels"]])
             subsections.append(Section(f"Layer {layer}", paragraphs=[
                 f"{a.shape[1]} channels; {s['sparsity']:.1%} of the activations are exactly zero, mean {s['mean']:.3g}."],
-                figures=figures[layer]))
+                figures=figures[layer], folded=fold and types.get(layer) != "ReLU"))
         return Section("Intermediate activations",
                        paragraphs=["Each figure shows one image (left) and every channel of one layer's output as a "
                                    "tile (right), all tiles on one colour scale. Stored in visualization.h5 under "

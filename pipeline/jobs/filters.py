@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 from pipeline.errors import CnnvisError
 from pipeline.jobs.base import safe_name
 from pipeline.report.sections import Figure, Section, Table
+from pipeline.visualization.class_words import class_words
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.feature_objectives import OBJECTIVES
-from pipeline.visualization.feature_param import PARAMS
+from pipeline.visualization.feature_param import PARAMS, Parametrization
 from pipeline.visualization.feature_transforms import check_transforms
 from pipeline.visualization.feature_vis import FeatureVisualizer, head_layers
 from pipeline.visualization.inputs import Selection
@@ -63,8 +64,9 @@ class FiltersJob:
                  priors: dict | None = None, tv: float = 0.0, blur: float = 0.0, diversity: float = 0.0, copies: int = 1,
                  classes: list[int] | None = None, class_pictures: bool = True, top: int = 25,
                  max_filters: int | None = None, polish: int | None = None, polish_lr: float = 0.1,
-                 polish_mask: float = 0.0, restarts: int | None = None):
+                 polish_mask: float = 0.0, restarts: int | None = None, reached: float = 0.5):
         self.ctx, self.seed, self.top, self.max_filters, self.classes = ctx, seed, top, max_filters, classes
+        self.reached = reached
         def bad(msg):
             return CnnvisError(f"filters: {msg}")
         if objective not in OBJECTIVES:
@@ -86,6 +88,9 @@ class FiltersJob:
         if restarts is not None and restarts < 1:
             raise CnnvisError(f"filters.restarts={restarts} is invalid: it must be >= 1 (1 = one start per picture; "
                               f"null = the data's prior)")
+        if not 0 < reached < 1:
+            raise CnnvisError(f"filters.reached={reached} is invalid: it must be a probability in (0, 1) (a class "
+                              f"picture the model gives p < reached for its own class is marked 'not reached')")
         if not 0 <= polish_mask < 1:
             raise CnnvisError(f"filters.polish_mask={polish_mask} is invalid: it must be in [0, 1) (0 = no mask)")
         for key, value in (("noise", noise), ("jitter", jitter), ("scale", scale), ("rotate", rotate), ("l1", l1),
@@ -142,11 +147,36 @@ class FiltersJob:
         return [n for n in heads if not any(n.startswith(o + ".") for o in heads if o != n)]
 
     def class_names(self, layer: str) -> list[str]:
+        """The readable class names of a head layer ("15°", "thick", "digit 3")."""
         from pipeline.data.lines_labels import head_class_names
 
         head = next((h for h in self.ctx.head_classes if layer == f"heads.{h}" or layer.startswith(f"heads.{h}.")),
                     "class")
-        return head_class_names(head, self.heads[layer], self.ctx.class_names)
+        dataset = getattr(self.ctx, "dataset_name", None)
+        return [class_words(n, dataset) for n in head_class_names(head, self.heads[layer], self.ctx.class_names)]
+
+    def start_words(self, s: dict) -> str:
+        """Where the ascent starts, in words, measured on the real start (:class:`Parametrization`, seeded)."""
+        start = Parametrization(s["param"], 4, self.ctx.input_shape, seed=self.seed, noise=s["noise"],
+                                channels=s.get("channels")).image().detach()
+        chans = s.get("channels")
+        used = start if chans is None else start[:, list(chans)]
+        grey = (f"a blank grey image (every pixel 0.5" if chans is None else
+                f"a blank grey image (0.5 in input channels {list(chans)}, the others 0")
+        return (grey + f", plus seeded {'Fourier ' if s['param'] == 'fft' else ''}noise of std "
+                f"{float((used - 0.5).std()):.2g})" + (f", {s['restarts']} such starts per picture, the best kept"
+                                                       if s.get("restarts", 1) > 1 else ""))
+
+    def legend(self, res) -> str:
+        """The figure legend of one layer's pictures: the start, the order, the score, the settings."""
+        start = f"Gradient ascent starts from {self.start_words(res.settings)}. "
+        how = f" ({self.how(res.settings)})."
+        if res.objective == "class":
+            return (start + f"Tiles in class order; under each class: score = {LEGEND['class']}. 'not reached' (red): "
+                    f"p < {self.reached:g}, the model does not take the picture for its class; a black picture is one the "
+                    f"penalties emptied: no pixel raised the logit by more than it cost." + how)
+        return (start + f"#rank: by score, best first = by the loss the ascent minimises (loss = -score), lowest "
+                f"first; u<unit>: the channel; score = {LEGEND[res.objective]} on the picture." + how)
 
     def compute(self, images: Selection, batch_size: int) -> dict:
         """``{"patterns": [FeatureResult], "kernels": {layer: weights}}`` (patterns start from seeded noise)."""
@@ -188,18 +218,21 @@ class FiltersJob:
         d = fig_dir / "filters"
         figures: dict[str, list[Figure]] = {}
         for res in result["patterns"]:
-            names = self.class_names(res.layer) if res.objective == "class" else None
-            legend = (f"#rank by score; {'class' if names else 'u<unit>'}; score = {LEGEND[res.objective]} "
-                      f"on the picture ({self.how(res.settings)})")
+            cls = res.objective == "class"
+            names = self.class_names(res.layer) if cls else None
             base = d / f"{safe_name(res.layer)}_{res.objective}"
             n, k = len(res), min(self.top, len(res))
-            kw = dict(legend=legend, names=names, probs=res.probs)
+            kw = dict(legend=self.legend(res), names=names, probs=res.probs, order="class" if cls else "score",
+                      reached=self.reached)
+            order = "in class order" if cls else "ranked by score"
             path = render_feature_grid(res.patterns, res.scores, res.targets, Path(f"{base}_all.png"),
-                                       f"{res.layer}: all {n} {res.objective} pictures, ranked by score", **kw)
-            figs = [Figure(path, f"{res.layer}: every {res.objective} picture, best first")]
+                                       f"{res.layer}: all {n} {res.objective} pictures, {order}", **kw)
+            figs = [Figure(path, f"{res.layer}: every {res.objective} picture, "
+                                 + ("in class order" if cls else "best first"))]
             if k < n:  # a top-k figure only when it differs from the full one
                 path = render_feature_grid(res.patterns, res.scores, res.targets, Path(f"{base}_top{k}.png"),
-                                           f"{res.layer}: top {k} of {n} {res.objective} pictures", top=k, **kw)
+                                           f"{res.layer}: top {k} of {n} {res.objective} pictures by score"
+                                           + (", in class order" if cls else ""), top=k, **kw)
                 figs.insert(0, Figure(path, f"{res.layer}: the {k} pictures with the highest score"))
             figures[f"{res.layer} ({res.objective})"] = figs
         for layer, w in result["kernels"].items():

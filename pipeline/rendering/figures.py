@@ -119,13 +119,15 @@ def _save(fig: Figure, path, dpi: int) -> Path:
 
 # --------------------------------------------------------------------------- activations
 def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis", dpi: int = 100,
-                             ncols: int | None = None, limits: tuple[float, float] | None = None) -> Path:
+                             ncols: int | None = None, limits: tuple[float, float] | None = None,
+                             image_name: str | None = None) -> Path:
     """Input image (left) and a mosaic of all channels of ``acts`` [C,h,w] (right).
 
     One colour scale for the whole mosaic (:func:`shared_limits`), with a colour bar; each
     tile carries its channel index. A linear layer's vector [F] is drawn as a grid of 1x1
     tiles (row-major, unlabelled). ``limits``: the scale shared by all images of the layer; values
     of both signs are drawn with the diverging RdBu_r centred on 0, non-negative ones with ``cmap``.
+    ``image_name``: the image's class in words ("short thin 45° red", "digit 7"), written over the input.
     """
     rgb = to_display_rgb(image)
     a = _np(acts)
@@ -164,7 +166,9 @@ def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis
     cax = fig.add_axes(((mx + mw + 0.12) / fig_w, (my + 0.075 * mh) / fig_h, 0.2 / fig_w, 0.85 * mh / fig_h))
 
     ax_img.imshow(rgb, interpolation="nearest")
-    ax_img.set_title(f"input {rgb.shape[0]}x{rgb.shape[1]}", fontsize=9)
+    size = f"input {rgb.shape[0]}x{rgb.shape[1]}"
+    name = textwrap.fill(image_name, 28) if image_name else ""
+    ax_img.set_title(f"{name}\n{size}" if name else size, fontsize=9)
     ax_img.set_axis_off()
 
     im = ax_m.imshow(m, cmap=_cmap(cmap), vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")

@@ -1,0 +1,100 @@
+"""The filters job's figures (issue 24): class pictures in class order with "not reached" marks, the legend
+saying where the ascent starts and how tiles are ranked, class names in words, the first layer's kernels."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib.figure
+import pytest
+import torch
+
+from pipeline.models.multihead import MultiHead
+from pipeline.visualization.feature_vis import FeatureVisualizer
+from tests.visualization import helpers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def multi():
+    return helpers.prepared(lambda: MultiHead(channels=(4, 6, 8)), 3, seed=0)
+
+
+def _ctx(net, dataset="lines", class_names=None, input_shape=(3, 28, 28), heads=None):
+    return SimpleNamespace(net=net, input_shape=input_shape, dataset_name=dataset,
+                           head_classes=heads or {"length": 2, "width": 2, "angle": 12, "colour": 2},
+                           class_names=class_names or [str(i) for i in range(96)])
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """{file name: figure} of every figure saved while the test runs."""
+    seen = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(self, fname, *args, **kwargs):
+        seen[str(fname).split("/")[-1].split(".partial")[0]] = self
+        return real(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    return seen
+
+
+def _legend(fig) -> str:
+    return " ".join(t.get_text() for t in fig.texts[1:]).replace("\n", " ")
+
+
+def test_legend_says_where_the_ascent_starts_and_how_tiles_are_ranked(multi):
+    """The start in words is the real start: grey 0.5 plus noise whose std the legend gives (measured on
+    the optimizer's own steps=0 result), only in the used channels when ``channels`` is set."""
+    from pipeline.jobs.filters import FiltersJob
+
+    job = FiltersJob(_ctx(multi), ["features.conv2"], 3, steps=1, noise=0.05, priors={})
+    res = job.compute(None, 8)["patterns"][0]
+    start = FeatureVisualizer(multi, "features.conv2", (3, 28, 28))([0, 1, 2, 3], **{
+        **job.settings_for("channel"), "steps": 0, "polish": 0, "seed": 3}).patterns
+    std = float((start - 0.5).std())
+    assert job.start_words(res.settings) == f"a blank grey image (every pixel 0.5, plus seeded noise of std {std:.2g})"
+    assert f"{std:.2g}" == "0.05"
+    legend = job.legend(res)
+    assert legend.startswith("Gradient ascent starts from a blank grey image (every pixel 0.5, plus seeded noise")
+    assert "#rank: by score, best first = by the loss the ascent minimises (loss = -score), lowest first" in legend
+    assert "score = mean activation of the channel on the picture" in legend
+    s = {**res.settings, "channels": [0, 2], "restarts": 3}
+    assert job.start_words(s).startswith("a blank grey image (0.5 in input channels [0, 2], the others 0, plus seeded "
+                                         "noise of std ")
+    assert job.start_words(s).endswith(", 3 such starts per picture, the best kept")
+    assert "Fourier noise" in job.start_words({**res.settings, "param": "fft"})
+
+
+def test_class_figures_in_class_order_with_not_reached_marks(multi, tmp_path, saved):
+    from pipeline.jobs.filters import FiltersJob
+
+    kw = dict(objective="class", steps=2, priors={})
+    result = FiltersJob(_ctx(multi), ["heads.angle"], 0, **kw).compute(None, 8)
+    res = result["patterns"][0]
+    p = res.probs.tolist()
+    reached = float(res.probs.median())  # an untrained model: p ~ 1/12; half of the classes count as reached
+    FiltersJob(_ctx(multi), ["heads.angle"], 0, reached=reached, **kw).render(result, tmp_path)
+    fig = saved["heads.angle_class_all.png"]
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert [s.split("\n")[0] for s in labels] == [f"{15 * i}\u00b0" for i in range(12)]
+    assert 0 < sum(v < reached for v in p) < 12
+    assert [s.endswith("\nnot reached") for s in labels] == [v < reached for v in p]
+    assert [s.split("\n")[1] for s in labels] == [f"{float(res.scores[i]):.3g} p={p[i]:.2f}" for i in range(12)]
+    legend = _legend(fig)
+    assert "Tiles in class order" in legend and f"'not reached' (red): p < {reached:g}" in legend
+    assert "a black picture is one the penalties emptied" in legend
+    assert "in class order" in fig.texts[0].get_text()
+    with pytest.raises(Exception, match="filters.reached"):
+        FiltersJob(_ctx(multi), None, 0, reached=1.0)
+
+
+def test_mnist_class_pictures_are_named_as_digits():
+    from pipeline.jobs.filters import FiltersJob
+    from pipeline.models.cnn_basic import CNNBasic
+
+    net = helpers.prepared(lambda: CNNBasic(in_channels=1), 1)
+    ctx = _ctx(net, "mnist", [str(i) for i in range(10)], (1, 28, 28), {"class": 10})
+    job = FiltersJob(ctx, ["classifier"], 0, objective="class", steps=1)
+    assert job.class_names("classifier") == [f"digit {i}" for i in range(10)]
