@@ -77,7 +77,7 @@ def run_job(fn, cfg, objective=None):
         _prepare(cfg)
         result = fn(cfg)
     except KeyboardInterrupt:
-        removed = _remove_if_only_hydra(run_dir)
+        removed = _remove_if_only_hydra(run_dir, cfg)
         kept = "" if removed or run_dir is None else f"; what it had finished stays in {run_dir}"
         exit_with_error(f"interrupted (Ctrl-C): stopped before finishing, partial files removed{kept}", 130)
     except Exception as exc:
@@ -87,22 +87,39 @@ def run_job(fn, cfg, objective=None):
 
             remove_own_partials(run_dir)
             return _record_failed_job(run_dir, cfg, exc, err)
-        _remove_if_only_hydra(run_dir)
+        _remove_if_only_hydra(run_dir, cfg)
         if err is None:
             raise
         exit_with_error(str(err))
     return objective(result) if objective else None
 
 
-def _remove_if_only_hydra(run_dir: Path | None) -> bool:
-    """Remove this process's partial files from the run dir, then the dir itself if nothing else is left."""
+def _remove_if_only_hydra(run_dir: Path | None, cfg=None) -> bool:
+    """Remove this process's partial files from the run dir, then the dir itself if nothing else is left,
+    and the folders above it that are left empty (``outputs/eval/<dataset>/``), up to ``paths.outputs_dir``."""
     from pipeline.leftovers import remove_own_partials
 
     remove_own_partials(run_dir)
     if run_dir is not None and run_dir.is_dir() and _only_hydra_files(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_empty_parents(run_dir, cfg)
         return True
     return False
+
+
+def _remove_empty_parents(run_dir: Path, cfg) -> None:
+    paths = cfg.get("paths") if cfg is not None else None
+    try:
+        top = Path(str(paths.get("outputs_dir"))).resolve() if paths is not None else None
+    except Exception:  # noqa: BLE001 -- an unresolvable paths node: leave the folders
+        return
+    parent = Path(run_dir).resolve().parent
+    while top is not None and parent != top and parent.is_relative_to(top):
+        try:
+            parent.rmdir()  # only when empty: another run's folder stays
+        except OSError:
+            return
+        parent = parent.parent
 
 
 def _record_failed_job(run_dir: Path | None, cfg, exc: Exception, err: Exception | None):
@@ -141,6 +158,11 @@ def _write_error(exc: OSError, cfg) -> Exception | None:
         cache = paths.get("cache_dir")
         if cache and Path(str(exc.filename)).resolve().is_relative_to(Path(str(cache)).resolve()):
             where = "paths.cache_dir=DIR (or $CNNVIS_CACHE_DIR) for the dataset cache"
+        data = cfg.get("data")
+        data_cache = data.get("cache_dir") if data is not None and hasattr(data, "get") else None
+        if data_cache and Path(str(exc.filename)).resolve().is_relative_to(Path(str(data_cache)).resolve()) \
+                and not (cache and Path(str(data_cache)).resolve().is_relative_to(Path(str(cache)).resolve())):
+            where = "data.cache_dir=DIR for this dataset's cache (or paths.cache_dir=DIR / $CNNVIS_CACHE_DIR for every one)"
     reason = exc.strerror or str(exc)
     return CnnvisError(f"cannot write {target}: {reason}. Make that folder writable (or free space), or write "
                        f"elsewhere: {where}.")

@@ -141,3 +141,119 @@ def test_several_values_without_m_say_to_add_it(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "'model=cnn_basic,cnn_deep' gives several values, which only a sweep runs: add -m" in proc.stderr
     assert _outputs_left(tmp_path) == []
+
+
+# --- 8: errors keep their cause -------------------------------------------------------------------
+
+def test_a_network_that_fails_to_build_shows_the_root_cause(tmp_path):
+    from tests.conftest import QUIET_TRAINER, TINY
+
+    proc = run_cli("train.py", [*TINY["lines"], *QUIET_TRAINER, "model.net.channels=[]", f"paths.root_dir={tmp_path}"],
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "building it failed (" in proc.stderr and "IndexError: list index out of range)" in proc.stderr
+    assert "channels=[]" in proc.stderr  # the arguments it was given
+    assert "Traceback" not in proc.stderr
+    assert [p for p in _outputs_left(tmp_path) if p.is_file()] == []
+
+
+@pytest.fixture(scope="module")
+def lines_ckpt(tmp_path_factory):
+    """A tiny lines checkpoint (cnn_basic) written by train.py's own code, and its state_dict."""
+    import torch
+
+    from pipeline.training.train import run_training
+    from tests.conftest import QUIET_TRAINER, TINY, compose_cfg
+
+    root = tmp_path_factory.mktemp("faults_ckpt")
+    summary = run_training(compose_cfg(root, [*TINY["lines"], "model=cnn_basic", *QUIET_TRAINER]))
+    ckpt = Path(summary["best_checkpoint"])
+    return ckpt, torch.load(ckpt, map_location="cpu", weights_only=True)
+
+
+def _eval(tmp_path, ckpt) -> subprocess.CompletedProcess:
+    from tests.conftest import TINY
+
+    return run_cli("eval.py", [f"ckpt={ckpt}", *TINY["lines"], f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+
+
+def test_a_checkpoint_with_renamed_keys_names_them_and_leaves_no_eval_folder(tmp_path, lines_ckpt):
+    import torch
+
+    _, content = lines_ckpt
+    state = content["state_dict"]
+    old = next(k for k in state if k.endswith("conv1.weight"))
+    changed = {**content, "state_dict": {("net.renamed_conv.weight" if k == old else k): v for k, v in state.items()}}
+    torch.save(changed, tmp_path / "renamed.ckpt")
+    proc = _eval(tmp_path, tmp_path / "renamed.ckpt")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"Missing key(s) {old}" in proc.stderr and "Unexpected key(s) net.renamed_conv.weight" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _outputs_left(tmp_path) == []  # 10: no empty outputs/eval/<dataset>/ left
+
+
+def test_a_plain_state_dict_given_to_eval_says_what_the_file_is_and_what_is_expected(tmp_path, lines_ckpt):
+    import torch
+
+    _, content = lines_ckpt
+    torch.save(content["state_dict"], tmp_path / "weights.pt")
+    proc = _eval(tmp_path, tmp_path / "weights.pt")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"ckpt={tmp_path / 'weights.pt'} is a plain state_dict ({len(content['state_dict'])} tensors" in proc.stderr
+    assert "a Lightning checkpoint written by train.py" in proc.stderr
+    assert "pytorch-lightning_version'" not in proc.stderr and "KeyError" not in proc.stderr
+    assert _outputs_left(tmp_path) == []
+
+
+# --- 10: small ones -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", ["eval.py", "visualize.py"])
+def test_ckpt_naming_a_directory_says_so_and_names_the_checkpoints_in_it(tmp_path, lines_ckpt, script):
+    from tests.conftest import TINY
+
+    ckpt, _ = lines_ckpt
+    run_dir = ckpt.parent.parent
+    proc = run_cli(script, [f"ckpt={run_dir}", *TINY["lines"], f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"ckpt={run_dir} is a directory, not a checkpoint file" in proc.stderr
+    assert f"e.g. ckpt={run_dir / 'checkpoints' / 'best.ckpt'}" in proc.stderr
+    assert "no such file" not in proc.stderr and _outputs_left(tmp_path) == []
+
+
+def test_image_naming_a_directory_says_so(tmp_path, lines_ckpt):
+    from tests.conftest import TINY
+
+    ckpt, _ = lines_ckpt
+    (tmp_path / "pictures").mkdir()
+    before = sorted(ckpt.parent.parent.rglob("*"))
+    proc = run_cli("visualize.py", [f"ckpt={ckpt}", "job=activations", f"image={tmp_path / 'pictures'}",
+                                    *TINY["lines"], f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"image={tmp_path / 'pictures'} is a directory, not an image file" in proc.stderr
+    assert "no such file" not in proc.stderr
+    assert sorted(ckpt.parent.parent.rglob("*")) == before and _outputs_left(tmp_path) == []
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only file system (a small tmpfs mounted ro), or skip where mounting is not allowed."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_read_only_cache_folder_is_refused_before_the_data_is_generated(tmp_path, read_only_dir):
+    from tests.conftest import QUIET_TRAINER, TINY
+
+    proc = run_cli("train.py", [*TINY["lines"], "data.per_class=50", *QUIET_TRAINER, f"data.cache_dir={read_only_dir}",
+                                f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"cannot write {read_only_dir}/" in proc.stderr
+    assert f"the cache folder {read_only_dir} cannot be written (read-only), checked before building" in proc.stderr
+    assert "write elsewhere: data.cache_dir=DIR for this dataset's cache" in proc.stderr
+    assert "building it" not in proc.stdout + proc.stderr  # refused before the generation started
+    assert "Traceback" not in proc.stderr
+    assert [p for p in _outputs_left(tmp_path) if p.is_file()] == []

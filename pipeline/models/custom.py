@@ -31,6 +31,19 @@ def _ensure_cwd_importable() -> None:
         sys.path.append(cwd)
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of ``exc``'s chain (what actually went wrong inside the constructor)."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def _arguments(net_cfg: Mapping) -> str:
+    return ", ".join(f"{k}={v}" for k, v in net_cfg.items() if k != "_target_") or "none"
+
+
 def build_net(net_cfg: Mapping) -> nn.Module:
     """``hydra.utils.instantiate(net_cfg)``, checked to be an ``nn.Module``; a clear error otherwise."""
     import hydra
@@ -52,8 +65,10 @@ def build_net(net_cfg: Mapping) -> nn.Module:
                 f"model.net._target_={target}: cannot import it ({msg}). Give the full dotted path of an nn.Module "
                 f"class, e.g. model.net._target_=my_package.my_module.MyNet, importable from the working directory "
                 f"({os.getcwd()}) or an installed package.") from exc
-        raise CustomModelError(f"model.net._target_={target}: building it failed ({msg}). Check its arguments "
-                               f"(model.net.<name>=...).") from exc
+        root = _root_cause(cause)
+        why = f"{type(root).__name__}: {str(root).splitlines()[0]}" if root is not exc and str(root).strip() else msg
+        raise CustomModelError(f"model.net._target_={target}: building it failed ({why}). Check its arguments "
+                               f"(model.net.<name>=..., now {_arguments(net_cfg)}).") from exc
     if not isinstance(net, nn.Module):
         raise CustomModelError(f"model.net._target_={target} gave a {type(net).__name__}, not a torch.nn.Module")
     return net

@@ -94,10 +94,67 @@ def load_lit_module(path: Path, what: str, map_location="cpu"):
     except Exception as exc:
         if isinstance(exc, pickle.UnpicklingError) or not _is_zip_checkpoint(path):
             raise explain_load_failure(path, exc, what) from exc
+        not_lightning = _not_a_lightning_checkpoint(path, what)
+        if not_lightning is not None:
+            raise not_lightning from exc
+        if isinstance(exc, RuntimeError) and "Error(s) in loading state_dict" in str(exc):
+            raise CheckpointLoadError(
+                f"{what}: its weights do not fit the network its hyper-parameters describe: "
+                f"{_key_mismatch(str(exc))}. The file was changed after train.py wrote it (renamed or removed "
+                f"tensors) or was written by another version of the model; use a .ckpt written by train.py "
+                f"as it is.") from exc
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise CheckpointLoadError(
             f"{what}: cannot load it as a cnnvis training checkpoint ({type(exc).__name__}: {first}). Use a .ckpt "
             f"written by train.py (outputs/train/.../checkpoints/best.ckpt).") from exc
+
+
+SHOWN_KEYS = 6
+
+
+def _key_mismatch(message: str) -> str:
+    """torch's "Missing key(s) ... Unexpected key(s) ..." lines, each cut to a few key names."""
+    import re
+
+    parts = []
+    for line in message.splitlines()[1:]:
+        line = line.strip()
+        if not line:
+            continue
+        head, _, rest = line.partition(":")
+        keys = re.findall(r'"([^"]+)"', rest)
+        if keys:
+            more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+            head = head.replace("in state_dict", "").strip()
+            parts.append(f"{head} {', '.join(keys[:SHOWN_KEYS])}{more}")
+        else:
+            parts.append(line.rstrip("."))
+    return "; ".join(parts) or message.splitlines()[0]
+
+
+def _not_a_lightning_checkpoint(path: Path, what: str) -> CheckpointLoadError | None:
+    """The error for a readable file that is not a Lightning checkpoint (a plain ``state_dict``, another
+    dict), naming what it holds; None when it is one (or cannot be read: the caller's error stands)."""
+    import torch
+
+    try:
+        content = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if isinstance(content, dict) and "state_dict" in content and "pytorch-lightning_version" in content:
+        return None
+    expected = ("cnnvis loads a Lightning checkpoint written by train.py (a dict with state_dict, hyper_parameters "
+                "and pytorch-lightning_version), e.g. outputs/train/<dataset>/<model>/<time>/checkpoints/best.ckpt")
+    if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+        names = list(content)
+        return CheckpointLoadError(
+            f"{what} is a plain state_dict ({len(names)} tensors: {', '.join(map(str, names[:3]))}"
+            f"{', ...' if len(names) > 3 else ''}), weights with no record of the network or its classes. {expected}. "
+            f"visualize.py reads a plain state_dict with model=custom model.net._target_=my_package.MyNet "
+            f"(plus its arguments) dataset=...")
+    kind = (f"a dict with keys {', '.join(map(str, list(content)[:6]))}" if isinstance(content, dict)
+            else f"a {type(content).__name__}")
+    return CheckpointLoadError(f"{what} is {kind}, not a training checkpoint. {expected}.")
 
 
 def _is_zip_checkpoint(path: Path) -> bool:

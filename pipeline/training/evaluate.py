@@ -30,6 +30,10 @@ def resolve_ckpt(cfg: DictConfig) -> Path:
         check_required(cfg)  # names ckpt (and any other missing value) with what to pass
         raise ConfigError("ckpt is required: pass ckpt=PATH, a checkpoint written by train.py")
     path = Path(str(cfg.ckpt)).expanduser()
+    if path.is_dir():
+        from pipeline.errors import checkpoint_directory_hint
+
+        raise NoCheckpointError(f"ckpt={cfg.ckpt} is a directory, not a checkpoint file: {checkpoint_directory_hint(path)}")
     if not path.is_file():
         raise NoCheckpointError(f"ckpt={cfg.ckpt}: no such file. Pass the path of a checkpoint written by train.py, "
                                 f"e.g. outputs/train/<dataset>/<model>/<time>/checkpoints/best.ckpt")

@@ -65,6 +65,10 @@ def requested_model(cfg: DictConfig) -> str | None:
 def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, Path | None]:
     if cfg.get("ckpt"):
         ckpt = Path(cfg.ckpt).resolve()
+        if ckpt.is_dir():
+            from pipeline.errors import checkpoint_directory_hint
+
+            raise NoCheckpointError(f"ckpt={ckpt} is a directory, not a checkpoint file: {checkpoint_directory_hint(ckpt)}")
         if not ckpt.is_file():
             raise NoCheckpointError(f"ckpt={ckpt}: no such file. Leave ckpt unset to use the newest trained "
                                     f"checkpoint for dataset={cfg.data.name}, or train one: python train.py dataset={cfg.data.name}")

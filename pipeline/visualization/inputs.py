@@ -106,6 +106,9 @@ def load_image_file(path: str | Path, channels: int, size: int) -> torch.Tensor:
     from PIL import UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise ImageInputError(f"image={path} is a directory, not an image file: give one PNG/JPEG file (or several as "
+                              f"image=[a.png,b.png]), or test-set indices like image=[3,17]")
     if not path.is_file():
         raise ImageInputError(f"image={path}: no such file (give a PNG/JPEG path, or test-set indices like image=[3,17]; "
                               f"a path with spaces goes in quotes: 'image=\"my digit.png\"')")
