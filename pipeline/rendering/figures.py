@@ -29,6 +29,7 @@ from .style import MIN_FONT_PT  # noqa: E402
 
 __all__ = [
     "to_display_rgb",
+    "display_base",
     "shared_limits",
     "normalize_each",
     "overlay_heatmap",
@@ -36,9 +37,12 @@ __all__ = [
     "render_filter_grid",
     "render_gradcam_figure",
     "render_gradcam_sheet",
+    "OUTLINE_COLOUR",
 ]
 
 _LABEL_EFFECTS = [patheffects.withStroke(linewidth=1.5, foreground="black")]
+OUTLINE_COLOUR = "#ff00ff"  # the ground-truth mask's outline: magenta, a colour no jet/turbo/inferno heat takes
+OUTLINE_NOTE = "magenta outline: the ground-truth mask"
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -94,16 +98,39 @@ def normalize_each(stack) -> np.ndarray:
     return out.reshape(arr.shape).astype(np.float32)
 
 
+def display_base(rgb: np.ndarray) -> np.ndarray:
+    """The grey image under a heatmap, [H,W] in [0,1]: each pixel's maximum over the channels,
+    contrast-stretched to the image's [min, max]. Luma (0.299 R + 0.587 G + 0.114 B) would turn a
+    blue line at 0.85 into 0.10, black on black; the maximum keeps every colour as bright as it is
+    drawn (a constant image stays as it is)."""
+    v = np.asarray(rgb, np.float32).max(axis=2)
+    lo, hi = float(v.min()), float(v.max())
+    return ((v - lo) / (hi - lo) if hi > lo else v).astype(np.float32)
+
+
 def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """The colour-mapped ``heat`` [H,W] (in [0,1]) over ``rgb`` [H,W,3] shown in greyscale, each pixel's
-    opacity ``alpha * heat`` (low values fade out, as torchcam's overlay): a zero map leaves the grey image."""
+    """The colour-mapped ``heat`` [H,W] (in [0,1]) over ``rgb`` [H,W,3] shown in grey (:func:`display_base`),
+    each pixel's opacity ``alpha * heat`` (low values fade out, as torchcam's overlay): a zero map leaves
+    the grey image."""
     heat = np.clip(np.nan_to_num(_np(heat), nan=0.0), 0.0, 1.0)
     if heat.shape != rgb.shape[:2]:
         raise ValueError(f"heatmap {heat.shape} does not match the image {rgb.shape[:2]}")
-    grey = np.repeat((rgb @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, axis=2)
+    grey = np.repeat(display_base(rgb)[..., None], 3, axis=2)
     coloured = colormaps[cmap](heat)[..., :3].astype(np.float32)
     a = (alpha * heat)[..., None]
     return np.clip((1.0 - a) * grey + a * coloured, 0.0, 1.0).astype(np.float32)
+
+
+def _outline(ax, mask, x0: float = 0.0, y0: float = 0.0) -> None:
+    """The ground-truth ``mask`` [H,W]'s outline, on the pixel edges, drawn at ``(x0, y0)`` of ``ax``'s image."""
+    m = np.asarray(mask, np.float32)
+    if m.ndim != 2 or not m.any():
+        return
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    ax.contour(x0 + np.arange(m.shape[1]), y0 + np.arange(m.shape[0]), m, levels=[0.5],
+               colors=OUTLINE_COLOUR, linewidths=1.0)
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
 
 
 def _cmap(name: str, bad: str = "white"):
@@ -194,8 +221,10 @@ def render_activation_figure(image, acts, path, title: str, cmap: str = "viridis
 
 # --------------------------------------------------------------------------- labelled grids
 def _labelled_grid(tiles: np.ndarray, labels: Sequence[str], path, title: str, dpi: int,
-                   tile_in: float, ncols: int | None = None, colorbar: tuple | None = None) -> Path:
-    """Draw RGB ``tiles`` [N,H,W,3] (in [0,1]) as one mosaic, each with a text band above it."""
+                   tile_in: float, ncols: int | None = None, colorbar: tuple | None = None,
+                   outlines: Sequence | None = None) -> Path:
+    """Draw RGB ``tiles`` [N,H,W,3] (in [0,1]) as one mosaic, each with a text band above it;
+    ``outlines``: per tile a mask [H,W] whose outline is drawn on it, or None."""
     n, h, w, _ = tiles.shape
     nrows, ncols = grid_shape(n, ncols)
     labels = [str(s) for s in labels]
@@ -223,9 +252,11 @@ def _labelled_grid(tiles: np.ndarray, labels: Sequence[str], path, title: str, d
                        1 - 2 * margin / fig_w, grid_h / fig_h))
     ax.imshow(m, interpolation="nearest")
     ax.set_axis_off()
-    for label, (r, col) in zip(labels, tile_origins(n, h + band, w, ncols, pad)):
+    for k, (label, (r, col)) in enumerate(zip(labels, tile_origins(n, h + band, w, ncols, pad))):
         ax.text(col + w / 2 - 0.5, r + band / 2 - 0.5, label, fontsize=fs,
                 ha="center", va="center", linespacing=1.1)
+        if outlines is not None and outlines[k] is not None:
+            _outline(ax, outlines[k], col, r + band)
     fig.text(0.5, 1 - (title_in / 2) / fig_h, title, ha="center", va="center", fontsize=11)
     if colorbar:
         cmap, label = colorbar
@@ -261,11 +292,14 @@ def render_filter_grid(patterns, scores, filter_indices, path, title: str, top: 
 
 # --------------------------------------------------------------------------- Grad-CAM
 def render_gradcam_figure(image, map_up, layer_map, path, title: str, alpha: float = 0.5,
-                          cmap: str = "jet", dpi: int = 100) -> Path:
+                          cmap: str = "jet", dpi: int = 100, mask=None, input_title: str = "input",
+                          note: str = "") -> Path:
     """Three panels: the input, the raw layer-resolution map, and the upsampled map over the input.
 
     ``map_up`` [H,W] is the display-normalized map in [0,1]; ``layer_map`` [h,w] is drawn on
-    its own (raw) scale without smoothing. ``title`` is written as given (class, probability).
+    its own (raw) scale without smoothing. ``title`` is written as given (head, class, probability).
+    ``mask`` [H,W]: the ground-truth mask, outlined on the input and the overlay; ``note``: a line
+    under the panels (e.g. what a one-output head's class 0 map means).
     """
     rgb = to_display_rgb(image)
     up = _np(map_up)
@@ -275,7 +309,7 @@ def render_gradcam_figure(image, map_up, layer_map, path, title: str, alpha: flo
     blended = overlay_heatmap(rgb, up, alpha=alpha, cmap=cmap)
 
     # Fixed geometry in inches (no layout engine): three square panels, a colour bar right of the last two.
-    side, bottom, fig_w, fig_h = 2.85, 0.15, 11.0, 4.0
+    side, bottom, fig_w, fig_h = 2.85, (0.45 if note else 0.15), 11.0, (4.3 if note else 4.0)
     y = (bottom + (fig_h - 0.55 - bottom - side) / 2) / fig_h
 
     def axes(x_in: float, w_in: float, h_in: float = side, y_frac: float = y):
@@ -286,35 +320,72 @@ def render_gradcam_figure(image, map_up, layer_map, path, title: str, alpha: flo
     cbar_y = y + 0.1 * side / fig_h
     cax_raw, cax_ov = axes(6.13, 0.15, 0.8 * side, cbar_y), axes(9.88, 0.15, 0.8 * side, cbar_y)
     ax_in.imshow(rgb, interpolation="nearest")
-    ax_in.set_title("input", fontsize=9)
+    ax_in.set_title(input_title, fontsize=9)
     vmin, vmax = shared_limits(lm)
     im = ax_raw.imshow(lm, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax_raw.set_title(f"layer map {lm.shape[0]}x{lm.shape[1]} (raw)", fontsize=9)
     cb = fig.colorbar(im, cax=cax_raw)
     cb.ax.tick_params(labelsize=MIN_FONT_PT)
     ax_ov.imshow(blended, interpolation="nearest")
-    ax_ov.set_title(f"overlay on grey (alpha {alpha:g} x map)", fontsize=9)
+    ax_ov.set_title(f"overlay on brightness (alpha {alpha:g} x map)", fontsize=9)
     cb2 = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=colormaps[cmap]), cax=cax_ov)
     cb2.ax.tick_params(labelsize=MIN_FONT_PT)
     cb2.set_label("normalized importance", fontsize=MIN_FONT_PT)
     for ax in (ax_in, ax_raw, ax_ov):
         ax.set_xticks([])
         ax.set_yticks([])
+    if mask is not None:
+        _outline(ax_in, _np(mask))
+        _outline(ax_ov, _np(mask))
+    if note or mask is not None:
+        text = "; ".join(t for t in (note, OUTLINE_NOTE if mask is not None else "") if t)
+        fig.text(0.5, 0.12 / fig_h, textwrap.fill(text, 150), ha="center", va="bottom", fontsize=MIN_FONT_PT + 1)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path, dpi)
 
 
 def render_gradcam_sheet(images, maps, titles: Sequence[str], path, alpha: float = 0.5,
                          cmap: str = "jet", dpi: int = 100, ncols: int | None = None,
-                         title: str = "") -> Path:
-    """Overview: one overlay (map [H,W] in [0,1] over its image) per image, in a grid."""
+                         title: str = "", masks=None, input_titles: Sequence[str] | None = None,
+                         inputs: bool = True) -> Path:
+    """Overview: one overlay (map [H,W] in [0,1] over its image) per image, in a grid, with the inputs.
+
+    ``inputs``: without ``ncols`` each overlay follows its input (pairs, ``ceil(sqrt(N))`` pairs a row);
+    with ``ncols`` the overlays run ``ncols`` a row after one input column (the row's first image: a
+    row per image with several targets or heads). ``input_titles``: per image, the input tile's label
+    (default "input"). ``masks`` [N,H,W]: ground-truth masks, outlined on the inputs and overlays.
+    """
     imgs = _np(images)
     mp = _np(maps)
     if imgs.ndim != 4 or mp.ndim != 3 or len(imgs) != len(mp):
         raise ValueError(f"need images [N,C,H,W] and maps [N,H,W], got {imgs.shape} and {mp.shape}")
     if len(titles) != len(imgs):
         raise ValueError(f"{len(imgs)} images but {len(titles)} titles")
-    tiles = np.stack([overlay_heatmap(to_display_rgb(im), m, alpha=alpha, cmap=cmap)
-                      for im, m in zip(imgs, mp)])
-    return _labelled_grid(tiles, titles, path, title or "Grad-CAM overview", dpi, tile_in=1.9,
-                          ncols=ncols, colorbar=(cmap, "normalized importance"))
+    n = len(imgs)
+    mk = None if masks is None else _np(masks) > 0.5
+    if mk is not None and mk.shape != mp.shape:
+        raise ValueError(f"masks {mk.shape} do not match the maps {mp.shape}")
+    in_titles = list(input_titles) if input_titles is not None else ["input"] * n
+    if len(in_titles) != n:
+        raise ValueError(f"{n} images but {len(in_titles)} input titles")
+    rgbs = [to_display_rgb(im) for im in imgs]
+    overlays = [overlay_heatmap(rgb, m, alpha=alpha, cmap=cmap) for rgb, m in zip(rgbs, mp)]
+    if not inputs:
+        order = [("o", i) for i in range(n)]
+        cols = ncols
+    elif ncols is None:   # pairs: input, overlay
+        _, per_row = grid_shape(n)
+        order = [(kind, i) for i in range(n) for kind in ("i", "o")]
+        cols = 2 * per_row
+    else:                 # an input column, then ``ncols`` overlays a row
+        per_row = min(int(ncols), n)
+        order = []
+        for start in range(0, n, per_row):
+            order += [("i", start)] + [("o", i) for i in range(start, min(start + per_row, n))]
+        cols = per_row + 1
+    tiles = np.stack([rgbs[i] if kind == "i" else overlays[i] for kind, i in order])
+    labels = [in_titles[i] if kind == "i" else titles[i] for kind, i in order]
+    outlines = None if mk is None else [mk[i] for _, i in order]
+    bar = "normalized importance" + (f"; {OUTLINE_NOTE}" if mk is not None and mk.any() else "")
+    return _labelled_grid(tiles, labels, path, title or "Grad-CAM overview", dpi, tile_in=1.9,
+                          ncols=cols, colorbar=(cmap, bar), outlines=outlines)

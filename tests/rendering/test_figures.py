@@ -148,6 +148,6 @@ def test_gradcam_figure_and_sheet(tmp_path, captured):
     titles = [f"img {i}\np={i / 10:.2f}" for i in range(7)]
     out = render_gradcam_sheet(np.stack([_image()] * 7), np.stack([m] * 7), titles, tmp_path / "sheet.png")
     _png(out)
-    assert captured[-1]["axes"][0]["texts"] == titles
+    assert captured[-1]["axes"][0]["texts"] == [t for title in titles for t in ("input", title)]  # input, overlay
     with pytest.raises(ValueError):
         render_gradcam_sheet(np.stack([_image()] * 2), np.stack([m] * 2), ["one"], tmp_path / "bad.png")

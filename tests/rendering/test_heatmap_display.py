@@ -15,16 +15,16 @@ from pipeline.rendering.figures import overlay_heatmap
 
 def test_overlay_is_the_grey_image_where_the_map_is_zero_and_the_colour_at_alpha_on_the_peak():
     rgb = np.zeros((2, 2, 3), np.float32)
-    rgb[0, 0] = [1, 0, 0]  # a red line pixel
-    rgb[1, 1] = [0, 0, 1]
+    rgb[0, 0] = [0.8, 0, 0]  # a red line pixel
+    rgb[1, 1] = [0, 0, 0.4]
     heat = np.array([[0.0, 1.0], [0.0, 0.5]], np.float32)
     out = overlay_heatmap(rgb, heat, alpha=0.6, cmap="jet")
-    np.testing.assert_allclose(out[0, 0], [0.299] * 3, atol=1e-6)      # zero heat: the red pixel in grey, no tint
+    np.testing.assert_allclose(out[0, 0], [1.0] * 3, atol=1e-6)        # zero heat: the red pixel in grey (max 0.8, stretched to 1)
     np.testing.assert_allclose(out[1, 0], [0, 0, 0], atol=1e-6)         # black stays black (no navy wash)
     peak = np.array(colormaps["jet"](1.0)[:3], np.float32)
     np.testing.assert_allclose(out[0, 1], 0.6 * peak, atol=1e-6)        # the peak: 0.6 of the colour over black
     half = np.array(colormaps["jet"](0.5)[:3], np.float32)
-    np.testing.assert_allclose(out[1, 1], 0.7 * 0.114 + 0.3 * half, atol=1e-6)  # opacity 0.6 x 0.5
+    np.testing.assert_allclose(out[1, 1], 0.7 * 0.5 + 0.3 * half, atol=1e-6)  # opacity 0.6 x 0.5 over 0.4 / 0.8
 
 
 def _result(peaks):
