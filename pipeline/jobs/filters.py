@@ -7,8 +7,11 @@ the channel), neuron (its centre unit) or class (a head's logit; ``layer=heads.a
 ``param`` pixel or fft (decorrelated Fourier space, sigmoid); random ``transforms`` per step;
 optional L1 / TV / blur penalties and a diversity term over ``copies`` pictures per target.
 Without ``layer=`` the class pictures of every head come too (``class_pictures``). The first
-convolution's raw kernels are drawn as well. Stored under ``filters/<layer>/<objective>`` and
-``kernels/<layer>``.
+convolution reads the image, so its units are linear in the pixels and their best input under a norm
+bound is the kernel itself: its raw kernels are its main figure, and its unit pictures are grey + the
+kernel, in closed form (:mod:`~pipeline.visualization.first_layer`, objective neuron; ``first_layer=ascent``
+for the ascent). Class pictures stand in class order, those the model gives p < ``reached`` for their own
+class marked "not reached". Stored under ``filters/<layer>/<objective>`` and ``kernels/<layer>``.
 """
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ from pipeline.visualization.feature_objectives import OBJECTIVES
 from pipeline.visualization.feature_param import PARAMS, Parametrization
 from pipeline.visualization.feature_transforms import check_transforms
 from pipeline.visualization.feature_vis import FeatureVisualizer, head_layers
+from pipeline.visualization.first_layer import kernel_pictures, reads_the_input
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import conv_layer_names
 
 __all__ = ["FiltersJob", "data_prior", "prior_setting"]
 
+FIRST_LAYER = ("kernel", "ascent")
 LEGEND = {"channel": "mean activation of the channel", "neuron": "activation of the channel's centre unit",
           "class": "the head's logit for the class (p: the model's probability for that class on this picture)"}
 
@@ -64,9 +69,14 @@ class FiltersJob:
                  priors: dict | None = None, tv: float = 0.0, blur: float = 0.0, diversity: float = 0.0, copies: int = 1,
                  classes: list[int] | None = None, class_pictures: bool = True, top: int = 25,
                  max_filters: int | None = None, polish: int | None = None, polish_lr: float = 0.1,
-                 polish_mask: float = 0.0, restarts: int | None = None, reached: float = 0.5):
+                 polish_mask: float = 0.0, restarts: int | None = None, reached: float = 0.5,
+                 first_layer: str = "kernel"):
         self.ctx, self.seed, self.top, self.max_filters, self.classes = ctx, seed, top, max_filters, classes
         self.reached = reached
+        if first_layer not in FIRST_LAYER:
+            raise CnnvisError(f"filters.first_layer={first_layer} is unknown: use one of {', '.join(FIRST_LAYER)} "
+                              f"(kernel: the first convolution's pictures are grey + its kernels, their exact optimum; "
+                              f"ascent: gradient ascent on filters.objective like every other layer)")
         def bad(msg):
             return CnnvisError(f"filters: {msg}")
         if objective not in OBJECTIVES:
@@ -119,6 +129,11 @@ class FiltersJob:
             if not layers and class_pictures:
                 self.jobs += [(n, "class") for n in self._outer(heads)]
         self.heads = heads
+        self.kernel_layer = None  # the first convolution, when its unit pictures come in closed form
+        if first_layer == "kernel" and objective != "class" and convs and \
+                any(n == convs[0] for n, _ in self.jobs) and reads_the_input(ctx.net, convs[0], ctx.input_shape):
+            self.kernel_layer = convs[0]
+            self.jobs = [(n, "neuron" if n == convs[0] else o) for n, o in self.jobs]
         self.settings = dict(param=param, transforms=transforms, steps=steps, lr=lr, noise=noise, jitter=jitter,
                              scale=scale, rotate=rotate, l1=l1, tv=tv, blur=blur, diversity=diversity, copies=copies,
                              polish_lr=polish_lr, polish_mask=polish_mask)
@@ -169,6 +184,17 @@ class FiltersJob:
 
     def legend(self, res) -> str:
         """The figure legend of one layer's pictures: the start, the order, the score, the settings."""
+        if res.settings.get("param") == "kernel":
+            return (f"{res.layer} reads the image, so each unit is linear in the pixels (b + sum w x): under a norm "
+                    f"bound its best input is its kernel itself. Each picture is the blank grey image (0.5) plus the "
+                    f"kernel on the centre unit's receptive field, scaled to fill [0, 1] (the exact optimum in the "
+                    f"largest L2 ball around grey that stays in [0, 1]); shown cropped to rows "
+                    f"{res.settings['window'][0]}-{res.settings['window'][1] - 1}, columns "
+                    f"{res.settings['window'][2]}-{res.settings['window'][3] - 1} of the input (+1 px). "
+                    f"#rank: by score, best first (= lowest loss = -score); score = {LEGEND['neuron']}. Gradient "
+                    f"ascent on the channel's mean would only see the kernel's sum (every pixel all positions see gets "
+                    f"the same gradient) and saturates the picture to a white or black field with a frame "
+                    f"(filters.first_layer=ascent shows it).")
         start = f"Gradient ascent starts from {self.start_words(res.settings)}. "
         how = f" ({self.how(res.settings)})."
         if res.objective == "class":
@@ -186,6 +212,11 @@ class FiltersJob:
             targets = self.classes if objective == "class" else None
             if targets is None and self.max_filters and objective != "class":
                 targets = list(range(min(vis.n_units, self.max_filters)))
+            if layer == self.kernel_layer:
+                s = self.settings_for(objective)
+                out.append(kernel_pictures(self.ctx.net, layer, self.ctx.input_shape, targets, s["channels"],
+                                           settings={**s, "seed": self.seed}))
+                continue
             out.append(vis(targets, objective=objective, seed=self.seed, **self.settings_for(objective)))
         convs = conv_layer_names(self.ctx.net)
         first = dict(self.ctx.net.named_modules())[convs[0]] if convs else None
@@ -204,6 +235,10 @@ class FiltersJob:
     @staticmethod
     def how(s: dict) -> str:
         """The optimization settings ``s`` in words (figure legends, report)."""
+        if s.get("param") == "kernel":
+            return ("closed form, no ascent: grey + 0.5 x the centre unit's input gradient / its largest |value|, "
+                    "which for a first convolution is the kernel itself on the unit's receptive field"
+                    + (f"; input channels {s['channels']} only" if s.get("channels") is not None else ""))
         pens = ", ".join(f"{k} {s[k]:g}" for k in ("l1", "lhalf", "centre", "tv", "blur") if s[k])
         return (f"{s['param']} parametrization, transforms {'+'.join(s['transforms']) or 'none'}, {s['steps']} Adam "
                 f"steps (lr {s['lr']:g})" + (f"; penalties x |score|: {pens}" if pens else "")
@@ -222,24 +257,38 @@ class FiltersJob:
             names = self.class_names(res.layer) if cls else None
             base = d / f"{safe_name(res.layer)}_{res.objective}"
             n, k = len(res), min(self.top, len(res))
+            patterns, what = res.patterns, f"{res.objective} pictures"
+            if res.settings.get("param") == "kernel":  # the receptive field, 1 px of grey around it
+                r0, r1, c0, c1 = res.settings["window"]
+                patterns = patterns[..., max(0, r0 - 1):r1 + 1, max(0, c0 - 1):c1 + 1]
+                what = "unit pictures (grey + the kernel itself)"
             kw = dict(legend=self.legend(res), names=names, probs=res.probs, order="class" if cls else "score",
                       reached=self.reached)
             order = "in class order" if cls else "ranked by score"
-            path = render_feature_grid(res.patterns, res.scores, res.targets, Path(f"{base}_all.png"),
-                                       f"{res.layer}: all {n} {res.objective} pictures, {order}", **kw)
+            path = render_feature_grid(patterns, res.scores, res.targets, Path(f"{base}_all.png"),
+                                       f"{res.layer}: all {n} {what}, {order}", **kw)
             figs = [Figure(path, f"{res.layer}: every {res.objective} picture, "
                                  + ("in class order" if cls else "best first"))]
             if k < n:  # a top-k figure only when it differs from the full one
-                path = render_feature_grid(res.patterns, res.scores, res.targets, Path(f"{base}_top{k}.png"),
-                                           f"{res.layer}: top {k} of {n} {res.objective} pictures by score"
+                path = render_feature_grid(patterns, res.scores, res.targets, Path(f"{base}_top{k}.png"),
+                                           f"{res.layer}: top {k} of {n} {what} by score"
                                            + (", in class order" if cls else ""), top=k, **kw)
                 figs.insert(0, Figure(path, f"{res.layer}: the {k} pictures with the highest score"))
             figures[f"{res.layer} ({res.objective})"] = figs
-        for layer, w in result["kernels"].items():
+        first = {}
+        for layer, w in result["kernels"].items():  # the first layer's main figure: before its pictures
+            f, c, kh, kw_ = w.shape
+            colour = "red: pixels the unit wants bright, blue: dark" if c != 3 else \
+                "a channel above grey: the unit wants that colour bright, below: dark"
             path = render_kernel_grid(w, d / f"{safe_name(layer)}_kernels.png",
-                                      f"{layer}: raw kernels {list(w.shape[1:])}")
-            figures[f"{layer} (raw kernels)"] = [Figure(path, f"{layer}: the learned weights themselves")]
-        return figures
+                                      f"{layer}: its {f} learned {kh}x{kw_} kernels ({c} input channel"
+                                      f"{'s' if c > 1 else ''}), one colour scale", legend=(
+                                          f"{layer} reads the image: each unit computes b + sum w x over its "
+                                          f"{kh}x{kw_} window, so under a norm bound its best input is its kernel "
+                                          f"itself ({colour}). Tiles in unit order, k<unit>."))
+            first[f"{layer} (kernels: the first layer's best inputs)"] = [
+                Figure(path, f"{layer}: the learned weights, each kernel the best input of its unit")]
+        return {**first, **figures}
 
     def section(self, result: dict, figures: dict[str, list[Figure]]) -> Section:
         rows = []

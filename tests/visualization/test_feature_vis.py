@@ -151,19 +151,20 @@ def test_job_store_render(multi, tmp_path):
 
     job = FiltersJob(_ctx(multi), None, 0, steps=2, top=6, max_filters=None)
     result = job.compute(None, 8)
-    assert [(r.layer, r.objective) for r in result["patterns"]][:3] == [
-        ("features.conv1", "channel"), ("features.conv2", "channel"), ("features.conv3", "channel")]
+    assert [(r.layer, r.objective) for r in result["patterns"]][:3] == [  # conv1 reads the image: closed form
+        ("features.conv1", "neuron"), ("features.conv2", "channel"), ("features.conv3", "channel")]
+    assert result["patterns"][0].settings["param"] == "kernel" and result["patterns"][1].settings["param"] == "pixel"
     with H5RunWriter(tmp_path / "v.h5", attrs={"dataset": "lines"}) as w:
         job.store(result, w, tmp_path)
     run = H5Run(tmp_path / "v.h5")
     f = run.filters("heads.angle", "class")
     assert f["patterns"].shape == (12, 3, 28, 28) and f["targets"].tolist() == list(range(12))
     assert f["attrs"]["param"] == "pixel" and f["probs"].shape == (12,)
-    assert run.filter_objectives("features.conv1") == ["channel"]
+    assert run.filter_objectives("features.conv1") == ["neuron"]
     np.testing.assert_array_equal(run.kernels("features.conv1"), multi.features.conv1.weight.detach().numpy())
     figs = job.render(result, tmp_path / "fig")
     names = sorted(p.name for p in (tmp_path / "fig" / "filters").iterdir())
-    assert "features.conv1_channel_all.png" in names and "features.conv1_channel_top6.png" not in names  # 4 <= 6
+    assert "features.conv1_neuron_all.png" in names and "features.conv1_neuron_top6.png" not in names  # 4 <= 6
     assert "features.conv3_channel_top6.png" in names and "features.conv1_kernels.png" in names
     assert "heads.angle_class_top6.png" in names
     section = job.section(result, figs)

@@ -98,3 +98,33 @@ def test_mnist_class_pictures_are_named_as_digits():
     ctx = _ctx(net, "mnist", [str(i) for i in range(10)], (1, 28, 28), {"class": 10})
     job = FiltersJob(ctx, ["classifier"], 0, objective="class", steps=1)
     assert job.class_names("classifier") == [f"digit {i}" for i in range(10)]
+
+
+def test_first_layer_pictures_are_the_kernels_and_lead_the_figures(multi, tmp_path, saved):
+    """Default: conv1 (it reads the image) gets grey + its kernels, scored by the centre unit, shown cropped to
+    the receptive field; its kernel grid comes first, with a colour bar. first_layer=ascent: the ascent."""
+    from pipeline.jobs.filters import FiltersJob
+
+    job = FiltersJob(_ctx(multi), ["features.conv1", "features.conv2"], 0, steps=1, priors={})
+    assert job.jobs == [("features.conv1", "neuron"), ("features.conv2", "channel")]
+    result = job.compute(None, 8)
+    res = result["patterns"][0]
+    assert res.settings["param"] == "kernel" and res.objective == "neuron"
+    w = multi.features.conv1.weight.detach()
+    r0, r1, c0, c1 = res.settings["window"]
+    assert (r1 - r0, c1 - c0) == tuple(w.shape[-2:])  # a 3x3 kernel: a 3x3 receptive field
+    figs = job.render(result, tmp_path)
+    assert list(figs)[0] == "features.conv1 (kernels: the first layer's best inputs)"
+    grid = saved["features.conv1_neuron_all.png"]
+    tile = grid.axes[0].images[0].get_array()
+    assert "grey + the kernel itself" in grid.texts[0].get_text().replace("\n", " ")
+    legend = _legend(grid)
+    assert "best input is its kernel itself" in legend and f"rows {r0}-{r1 - 1}" in legend
+    assert tile.shape[1] < 28  # cropped (4 tiles of 3 + 2 px each, with the gaps)
+    kernels = saved["features.conv1_kernels.png"]
+    assert len(kernels.axes) == 2 and "weight" in kernels.axes[1].get_xlabel()  # the colour bar
+    assert "so under a norm bound its best input is its kernel itself" in _legend(kernels)
+    ascent = FiltersJob(_ctx(multi), ["features.conv1"], 0, steps=1, priors={}, first_layer="ascent")
+    assert ascent.jobs == [("features.conv1", "channel")]
+    with pytest.raises(Exception, match="filters.first_layer=pixels is unknown"):
+        FiltersJob(_ctx(multi), None, 0, first_layer="pixels")

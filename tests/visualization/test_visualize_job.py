@@ -71,11 +71,11 @@ def test_all_jobs_write_store_figures_and_report(trained):
             stored = h5.attribution("gradcam", head, "features.conv3")
             np.testing.assert_allclose(stored["maps"], direct[head].maps.numpy(), rtol=1e-5, atol=1e-7)
             assert stored["targets"].tolist() == direct[head].targets.tolist()
-        filt = h5.filters("features.conv1")
+        filt = h5.filters("features.conv1", "neuron")  # conv1 reads the image: its kernels in closed form
         assert filt["patterns"].shape == (6, 3, 28, 28)
         # the sweep index's key numbers are the stored numbers' means
         keys = summary["key_numbers"]
-        assert keys["features.conv1: mean channel score"] == pytest.approx(float(filt["scores"].mean()), rel=1e-6)
+        assert keys["features.conv1: mean neuron score"] == pytest.approx(float(filt["scores"].mean()), rel=1e-6)
         with h5py.File(run_dir / "visualization.h5") as f:
             assert keys["heads.angle: mean p of own class"] == pytest.approx(
                 float(f["filters/heads.angle/class/probs"][()].mean()), rel=1e-6)
@@ -90,7 +90,7 @@ def test_all_jobs_write_store_figures_and_report(trained):
     # one activation figure per (image, layer), gradcam per head, filters all + top
     assert len(list((run_dir / "figures" / "activations").rglob("*.png"))) == 6 * len(layers)
     assert len(list((run_dir / "figures" / "attribution" / "gradcam" / "angle").rglob("image*.png"))) == 6
-    assert (run_dir / "figures" / "filters" / "features.conv1_channel_top4.png").is_file()
+    assert (run_dir / "figures" / "filters" / "features.conv1_neuron_top4.png").is_file()
     assert not (run_dir / "figures.partial").exists() and not list(run_dir.glob("*.partial*"))
     html = (run_dir / "index.html").read_text()
     for src in __import__("re").findall(r'<img[^>]+src="([^"]+)"', html):
