@@ -350,3 +350,39 @@ def test_image_folder_datamodule_keeps_that_order_and_its_labels(tmp_path):
     for img, label in zip(dm.test.images, dm.test.labels):
         created = ORDER_TRAP.index(SORTED[int(label)])
         assert 40 * created <= int(img.float().mean().round()) <= 40 * created + 3
+
+
+def test_lines_folder_labels_come_from_the_class_name_and_ids_sort_as_numbers(tmp_path):
+    """Class folders whose string order (0_0_10_0 < 0_0_1_0 < 0_0_2_0) is not their label order (angle 1 < 2 < 10),
+    files whose ids sort differently as text (100 < 9) and as numbers: the arrays are in (label, id) order
+    and every image keeps the label of its own name."""
+    from PIL import Image
+
+    from pipeline.data.lines_folder import read_lines_folder
+    from pipeline.data.lines_labels import encode_label
+
+    angles, ids = [10, 1, 2], [100, 9, 10]  # created in this order
+    value = {}
+    for a in angles:
+        (tmp_path / f"0_0_{a}_0").mkdir()
+        for i in ids:
+            v = 10 * angles.index(a) + ids.index(i) + 1
+            Image.fromarray(np.full((28, 28, 3), v, np.uint8)).save(tmp_path / f"0_0_{a}_0" / f"0_0_{a}_0_{i}.png")
+            value[(a, i)] = v
+    arrays = read_lines_folder(tmp_path)
+    expected = [(a, i) for a in sorted(angles) for i in sorted(ids)]
+    assert arrays.paths == [f"0_0_{a}_0/0_0_{a}_0_{i}.png" for a, i in expected]
+    assert list(arrays.labels) == [int(encode_label(0, 0, a, 0)) for a, _ in expected]
+    assert [int(img[0, 0, 0]) for img in arrays.images] == [value[k] for k in expected]
+
+
+def test_default_images_reach_the_last_class():
+    """The docstring's example: 96 classes, 6 images -> classes 0, 19, 38, 57, 76, 95 (the last one included),
+    each its first test image."""
+    from pipeline.visualization.inputs import spread_indices
+
+    labels = torch.arange(96).repeat(2).flip(0)  # every class twice, in reverse: index != class
+    picks = spread_indices(labels, 6, 96)
+    assert [int(labels[i]) for i in picks] == [0, 19, 38, 57, 76, 95]
+    assert picks == [int((labels == c).nonzero()[0]) for c in (0, 19, 38, 57, 76, 95)]
+    assert sorted(int(labels[i]) for i in spread_indices(labels[:3], 5, 96)) == [93, 94, 95]  # fewer classes than asked
