@@ -1,16 +1,16 @@
-"""Will a lines model hold up on the course's own images? Score it on stand-ins for them.
+"""Will a lines model hold up on the course's own images and on other students' drawings? Score it.
 
     python benchmarks/bench_course_lines.py                       # newest complete lines run
     python benchmarks/bench_course_lines.py --ckpt path/to/best.ckpt --per-class 50
     python benchmarks/bench_course_lines.py --folder path/to/classes   # the course's real folders, if you have them
 
-For each image set it prints what the independent geometry checker measures (the course's
-files: lengths 8.8 / 16.8 px, widths 2.4 / 4.1 px, brightest pixel median 219, roughly 175-255,
-centres x 12.4 +- 3.3, y 10.5 +- 2.9) and the model's accuracy per head and aggregate. Sets:
-the pipeline's own ``sheet`` and ``course`` test styles (other seeds than training), a harsher
-course style, and the numpy/Pillow stand-ins of ``standin_lines.py``, which share no drawing
-code with the pipeline. Bars (issue 9): aggregate >= 97 %, length, width and colour >= 99 % on
-the course's images.
+For each image set it prints what the independent geometry checker (pipeline/data/line_geometry.py)
+measures and the model's accuracy per head and aggregate. Sets: the pipeline's own ``course``
+style (the course's generator, exactly; another seed than training), ``soft`` and ``sheet``,
+and the renderer zoo of ``standin_lines.py`` (OpenCV LINE_AA / LINE_8 lines, Pillow lines and
+polygons, OpenCV rotated rectangles and warped blocks; JPEG 50-95 and PNG), which shares no
+drawing code with the pipeline. Bars (issue 25): course style >= 99.5 % aggregate and every
+head; every zoo renderer >= 98 % aggregate. Needs opencv-python-headless (requirements-dev.txt).
 """
 from __future__ import annotations
 
@@ -98,30 +98,34 @@ def main() -> None:
 
     n, s = args.per_class, args.seed
     sets = {
-        "sheet (ours)": lambda: style_set("sheet", n, s),
         "course (ours)": lambda: style_set("course", n, s),
-        "course harsher (ours)": lambda: style_set("course", n, s + 1, blur=0.85, brightness=(0.6, 0.8),
-                                                   jpeg_quality=65, jpeg_subsampling="4:2:0"),
+        "soft (ours)": lambda: style_set("soft", n, s),
+        "sheet (ours)": lambda: style_set("sheet", n, s),
     }
     for name, (fn, kw, _) in STANDINS.items():
         sets[name] = (lambda fn=fn, kw=kw: fn(per_class=n, seed=s, **kw))
     if args.folder:
         sets[f"folder {args.folder}"] = lambda: folder_set(args.folder)
 
-    print("course's files (issue 9): len  8.8/16.8  wid 2.40/4.10  peak 219 (175-255)  x 12.4±3.3 y 10.5±2.9  angle err 0.40°\n")
     rows = []
     for name, make in sets.items():
         t0 = time.perf_counter()
         images, labels = make()
         acc = accuracy(net, heads, images, labels)
         rows.append((name, acc))
-        print(f"{name:<24} {geometry_row(images, labels)}   ({len(labels)} images, {time.perf_counter() - t0:.1f} s)")
+        print(f"{name:<20} {geometry_row(images, labels)}   ({len(labels)} images, {time.perf_counter() - t0:.1f} s)")
     cols = [*heads, "aggregate"]
-    print(f"\n{'set':<24} " + " ".join(f"{c:>9}" for c in cols) + "   bar (agg >= 0.97; length, width, colour >= 0.99)")
+    print(f"\n{'set':<20} " + " ".join(f"{c:>9}" for c in cols) + "   bar")
     for name, acc in rows:
-        ok = acc["aggregate"] >= 0.97 and all(acc.get(h, 1.0) >= 0.99 for h in ("length", "width", "colour"))
-        print(f"{name:<24} " + " ".join(f"{acc[c]:>9.4f}" for c in cols) + f"   {'met' if ok else 'MISSED'}")
-    for name, _, what in ((k, None, v[2]) for k, v in STANDINS.items()):
+        if name == "course (ours)":
+            ok, bar = all(acc[c] >= 0.995 for c in cols), "every head >= 0.995"
+        elif name in STANDINS:
+            ok, bar = acc["aggregate"] >= 0.98, "aggregate >= 0.98"
+        else:
+            ok, bar = None, ""
+        verdict = "" if ok is None else ("met" if ok else "MISSED")
+        print(f"{name:<20} " + " ".join(f"{acc[c]:>9.4f}" for c in cols) + f"   {verdict} {bar}".rstrip())
+    for name, (_, _, what) in STANDINS.items():
         print(f"  {name}: {what}")
 
 

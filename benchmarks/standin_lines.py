@@ -1,15 +1,26 @@
-"""Stand-ins for the course's own line images, drawn WITHOUT the pipeline's drawing code.
+"""A zoo of line renderers: the 96 classes drawn the ways other students draw them, each with its
+own library (OpenCV, Pillow, numpy), never with the pipeline's drawing code.
 
-We do not have the course's JPEG files. To aim at them, these renderers draw the 96 classes
-the ways course students drew them (a hard Pillow ``ImageDraw.line``, a bar rotated by Pillow,
-a supersampled rectangle), each saved as JPEG the way common writers save it, with sizes and
-centres chosen so that the independent geometry checker (``pipeline.data.line_geometry``)
-measures them close to the course's files (lengths 8.8 / 16.8 px, widths 2.4 / 4.1 px, brightest
-pixel about 175-255, centres x 12.4 +- 3.3, y 10.5 +- 2.9). Only numpy and Pillow are used, so a
-model that scores well here has not merely learned the pipeline's renderer.
+Every renderer draws ``per_class`` images of each class, labelled by construction: a line of
+length 7 or 15 px (the distance between its end points, or the side of its rectangle), width 1
+or 3 px (OpenCV's / Pillow's thickness, or the rectangle's other side), at 15 x angle degrees
+counter-clockwise on screen, pure red or blue on black, at a random position that keeps it
+``MARGIN`` px from the border, then written as JPEG (at several qualities, by OpenCV's
+``imencode`` or Pillow) or PNG and read back with Pillow, as ``dataset=lines_folder`` reads files.
 
-Every function returns ``(images uint8 [N, 3, 28, 28], labels int64 [N])`` for ``per_class``
-images of each class, deterministic for ``seed``.
+* ``cv2_line_aa``: ``cv2.line(..., thickness=1|3, lineType=cv2.LINE_AA)`` between sub-pixel end
+  points (``shift=4``), JPEG 95 (OpenCV's imwrite defaults);
+* ``cv2_line_8``: ``cv2.line(..., lineType=cv2.LINE_8)`` between whole-pixel end points, JPEG 75;
+* ``pil_line``: ``ImageDraw.line(..., width=1|3)``, JPEG 75 4:2:0 (Pillow's default);
+* ``pil_polygon``: the rectangle's four corners filled by ``ImageDraw.polygon``, PNG;
+* ``cv2_rotated_rect``: ``cv2.boxPoints`` of the rotated rectangle filled by ``cv2.fillPoly``
+  with ``LINE_AA``, JPEG 50 (harsh);
+* ``cv2_block_q85``: the course's own recipe (a 2/4 x 8/16 block rotated by ``cv2.warpAffine``,
+  moved by whole pixels) saved at JPEG 85 instead of 95;
+* ``course_cv2``: the course's generator itself (OpenCV, JPEG 95 4:2:0), positions at random.
+
+Every function returns ``(images uint8 [N, 3, 28, 28], labels int64 [N])``, deterministic for
+``seed``.
 """
 from __future__ import annotations
 
@@ -17,12 +28,12 @@ import io
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 S = 28
-LENGTHS = (7.0, 15.0)
-WIDTHS = (1.0, 3.0)
-COURSE_CENTRE = ((12.4, 3.3), (10.5, 2.9))  # (mean, sd) of x and y in the course's files
+LENGTHS = (7, 15)
+WIDTHS = (1, 3)
+MARGIN = 2.0
 
 
 def _labels(per_class: int) -> np.ndarray:
@@ -36,120 +47,154 @@ def _parts(label: int) -> tuple[int, int, int, int]:
     return length, width, angle, colour
 
 
-def _jpeg(img: Image.Image, quality: int, subsampling: int) -> np.ndarray:
-    """subsampling: 0 = 4:4:4, 2 = 4:2:0 (Pillow's codes)."""
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality, subsampling=subsampling)
-    buf.seek(0)
-    with Image.open(buf) as im:
+def _read(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy()
 
 
-def _centre(rng, half_x: float, half_y: float, margin: float = 1.5) -> tuple[float, float]:
-    """A centre from the course's distribution, redrawn until the line fits with a margin."""
-    (mx, sx), (my, sy) = COURSE_CENTRE
-    for _ in range(1000):
-        x, y = rng.normal(mx, sx), rng.normal(my, sy)
-        if margin + half_x <= x <= S - 1 - margin - half_x and margin + half_y <= y <= S - 1 - margin - half_y:
-            return x, y
-    return (S - 1) / 2, (S - 1) / 2
+def _pil_file(rgb: np.ndarray, fmt: str, quality: int = 75) -> np.ndarray:
+    buf = io.BytesIO()
+    if fmt == "PNG":
+        Image.fromarray(rgb).save(buf, format="PNG")
+    else:
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=quality, subsampling=2)
+    return _read(buf.getvalue())
 
 
-def _colour(colour: int, brightness: float = 1.0) -> tuple[int, int, int]:
-    v = int(round(255 * brightness))
-    return (v, 0, 0) if colour == 0 else (0, 0, v)
+def _cv2_file(bgr: np.ndarray, quality: int = 95) -> np.ndarray:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    assert ok
+    return _read(data.tobytes())
 
 
-def pil_line(per_class: int = 50, seed: int = 0, quality: int = 95, subsampling: int = 2,
-             extra_length: float = 1.0, widths=(1, 4)):
-    """A hard ``ImageDraw.line`` between float end points (the recipe of many course
-    solutions), saved like OpenCV's ``imwrite`` (quality 95, 4:2:0). Pillow's 3-px line is
-    narrower than 3 px at shallow angles; 4 px measures like the course's thick lines."""
+def _geometry(label: int):
+    li, wi, ai, ci = _parts(label)
+    a = math.radians(15 * ai)
+    return LENGTHS[li], WIDTHS[wi], a, ci
+
+
+def _centre(rng, length: float, width: float, a: float, extra: float = 0.0) -> tuple[float, float]:
+    """Uniform over the centres that keep the line's rectangle (+ ``extra``) MARGIN px inside."""
+    hx = abs(length / 2 * math.cos(a)) + abs(width / 2 * math.sin(a)) + extra
+    hy = abs(length / 2 * math.sin(a)) + abs(width / 2 * math.cos(a)) + extra
+    return (rng.uniform(MARGIN + hx, S - 1 - MARGIN - hx), rng.uniform(MARGIN + hy, S - 1 - MARGIN - hy))
+
+
+def _corners(x, y, length, width, a):
+    ux, uy = math.cos(a), -math.sin(a)       # along the line (y down)
+    nx, ny = math.sin(a), math.cos(a)        # across
+    return [(x + sx * length / 2 * ux + sy * width / 2 * nx, y + sx * length / 2 * uy + sy * width / 2 * ny)
+            for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+
+
+def _canvas(ci: int, value: int = 255):
+    """A black RGB canvas and the line's colour in RGB and in OpenCV's BGR order."""
+    rgb = (value, 0, 0) if ci == 0 else (0, 0, value)
+    return np.zeros((S, S, 3), dtype=np.uint8), rgb, rgb[::-1]
+
+
+def cv2_line(per_class: int = 50, seed: int = 0, line_type: str = "AA", quality: int = 95):
+    import cv2
+
     rng = np.random.default_rng(seed)
     labels = _labels(per_class)
     out = np.zeros((len(labels), 3, S, S), dtype=np.uint8)
+    kind = {"AA": cv2.LINE_AA, "8": cv2.LINE_8}[line_type]
     for i, label in enumerate(labels):
-        li, wi, ai, ci = _parts(label)
-        length, width = LENGTHS[li] + extra_length, widths[wi]
-        a = math.radians(15 * ai)
+        length, width, a, ci = _geometry(label)
+        x, y = _centre(rng, length, width, a, extra=width / 2 + 0.5)
         dx, dy = length / 2 * math.cos(a), -length / 2 * math.sin(a)
-        x, y = _centre(rng, abs(dx) + width / 2 + 0.5, abs(dy) + width / 2 + 0.5)
+        canvas, _, bgr = _canvas(ci)
+        if line_type == "AA":
+            f = 16  # shift=4: end points in 1/16 px
+            p1 = (int(round((x - dx) * f)), int(round((y - dy) * f)))
+            p2 = (int(round((x + dx) * f)), int(round((y + dy) * f)))
+            cv2.line(canvas, p1, p2, bgr, thickness=width, lineType=kind, shift=4)
+        else:
+            p1 = (int(round(x - dx)), int(round(y - dy)))
+            p2 = (int(round(x + dx)), int(round(y + dy)))
+            cv2.line(canvas, p1, p2, bgr, thickness=width, lineType=kind)
+        out[i] = _cv2_file(canvas, quality)
+    return out, labels
+
+
+def pil_line(per_class: int = 50, seed: int = 0, quality: int = 75):
+    rng = np.random.default_rng(seed)
+    labels = _labels(per_class)
+    out = np.zeros((len(labels), 3, S, S), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        length, width, a, ci = _geometry(label)
+        x, y = _centre(rng, length, width, a, extra=width / 2 + 0.5)
+        dx, dy = length / 2 * math.cos(a), -length / 2 * math.sin(a)
+        _, rgb, _ = _canvas(ci)
         im = Image.new("RGB", (S, S))
-        ImageDraw.Draw(im).line((x - dx, y - dy, x + dx, y + dy), fill=_colour(ci),
-                                width=int(width))
-        out[i] = _jpeg(im, quality, subsampling)
+        ImageDraw.Draw(im).line((x - dx, y - dy, x + dx, y + dy), fill=rgb, width=width)
+        out[i] = _pil_file(np.asarray(im), "JPEG", quality)
     return out, labels
 
 
-def rotated_bar(per_class: int = 50, seed: int = 0, quality: int = 85, subsampling: int = 0,
-                extra_length: float = 2.0, widths=(1.4, 3.8), blur: float = 0.6,
-                brightness=(0.85, 1.0), factor: int = 8):
-    """A horizontal bar drawn at ``factor`` x resolution, rotated by Pillow (bicubic), box-
-    downsampled (area anti-aliasing), blurred by Pillow's Gaussian filter, dimmed, then JPEG."""
+def pil_polygon(per_class: int = 50, seed: int = 0, fmt: str = "PNG", quality: int = 75):
     rng = np.random.default_rng(seed)
     labels = _labels(per_class)
     out = np.zeros((len(labels), 3, S, S), dtype=np.uint8)
-    big = S * factor
     for i, label in enumerate(labels):
-        li, wi, ai, ci = _parts(label)
-        length, width = LENGTHS[li] + extra_length, widths[wi]
-        a = math.radians(15 * ai)
-        hx = abs(length / 2 * math.cos(a)) + abs(width / 2 * math.sin(a)) + 2 * blur
-        hy = abs(length / 2 * math.sin(a)) + abs(width / 2 * math.cos(a)) + 2 * blur
-        x, y = _centre(rng, hx, hy)
-        bar = Image.new("L", (big, big))
-        c = (big - 1) / 2
-        ImageDraw.Draw(bar).rectangle((c - length * factor / 2, c - width * factor / 2,
-                                       c + length * factor / 2, c + width * factor / 2), fill=255)
-        bar = bar.rotate(15 * ai, resample=Image.BICUBIC)
-        # move the bar's centre from the image centre to (x, y), in big pixels
-        shift = ((x - (S - 1) / 2) * factor, (y - (S - 1) / 2) * factor)
-        bar = bar.transform(bar.size, Image.AFFINE, (1, 0, -shift[0], 0, 1, -shift[1]), resample=Image.BILINEAR)
-        small = bar.resize((S, S), Image.BOX)
-        if blur > 0:
-            small = small.filter(ImageFilter.GaussianBlur(blur))
-        v = np.asarray(small, dtype=np.float64) * rng.uniform(*brightness)
-        rgb = np.zeros((S, S, 3), dtype=np.uint8)
-        rgb[..., 0 if ci == 0 else 2] = np.clip(np.rint(v), 0, 255).astype(np.uint8)
-        out[i] = _jpeg(Image.fromarray(rgb), quality, subsampling)
+        length, width, a, ci = _geometry(label)
+        x, y = _centre(rng, length, width, a, extra=0.5)
+        _, rgb, _ = _canvas(ci)
+        im = Image.new("RGB", (S, S))
+        ImageDraw.Draw(im).polygon(_corners(x, y, length, width, a), fill=rgb)
+        out[i] = _pil_file(np.asarray(im), fmt, quality)
     return out, labels
 
 
-def supersampled(per_class: int = 50, seed: int = 0, quality: int = 90, subsampling: int = 2,
-                 extra_length: float = 1.5, widths=(1.2, 3.5), brightness=(0.9, 1.0), samples: int = 6):
-    """A rectangle whose pixels are the share of ``samples x samples`` sub-pixel points inside
-    it (supersampled anti-aliasing, no blur), dimmed, then JPEG with 4:2:0 chroma."""
+def cv2_rotated_rect(per_class: int = 50, seed: int = 0, quality: int = 50):
+    import cv2
+
     rng = np.random.default_rng(seed)
     labels = _labels(per_class)
     out = np.zeros((len(labels), 3, S, S), dtype=np.uint8)
-    offs = (np.arange(samples) + 0.5) / samples - 0.5
-    grid = np.arange(S)[:, None] + offs[None, :]                  # [S, samples]
+    for i, label in enumerate(labels):
+        length, width, a, ci = _geometry(label)
+        x, y = _centre(rng, length, width, a, extra=1.0)
+        box = cv2.boxPoints(((x, y), (length, width), -math.degrees(a)))   # OpenCV's angle is clockwise
+        canvas, _, bgr = _canvas(ci)
+        cv2.fillPoly(canvas, [np.rint(box * 16).astype(np.int32)], bgr, lineType=cv2.LINE_AA, shift=4)
+        out[i] = _cv2_file(canvas, quality)
+    return out, labels
+
+
+def cv2_block(per_class: int = 50, seed: int = 0, quality: int = 95, gap: int = 4):
+    """The course's recipe with OpenCV: block, ``cv2.warpAffine`` rotation about (14, 14), a
+    whole-pixel move keeping ``gap`` black pixels, ``cv2.imencode`` at ``quality``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    labels = _labels(per_class)
+    out = np.zeros((len(labels), 3, S, S), dtype=np.uint8)
     for i, label in enumerate(labels):
         li, wi, ai, ci = _parts(label)
-        length, width = LENGTHS[li] + extra_length, widths[wi]
-        a = math.radians(15 * ai)
-        hx = abs(length / 2 * math.cos(a)) + abs(width / 2 * math.sin(a)) + 0.5
-        hy = abs(length / 2 * math.sin(a)) + abs(width / 2 * math.cos(a)) + 0.5
-        x, y = _centre(rng, hx, hy)
-        py = grid[:, None, :, None] - y                           # [S, 1, samples, 1]
-        px = grid[None, :, None, :] - x                           # [1, S, 1, samples]
-        along = px * math.cos(a) - py * math.sin(a)
-        across = px * math.sin(a) + py * math.cos(a)
-        inside = (np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)
-        cov = inside.mean(axis=(2, 3))
-        rgb = np.zeros((S, S, 3), dtype=np.uint8)
-        rgb[..., 0 if ci == 0 else 2] = np.clip(np.rint(cov * 255 * rng.uniform(*brightness)), 0, 255)
-        out[i] = _jpeg(Image.fromarray(rgb), quality, subsampling)
+        length, width = LENGTHS[li], WIDTHS[wi]
+        canvas, _, bgr = _canvas(ci)
+        canvas[int(14 - width / 2):int(15 + width / 2), int(14 - length / 2):int(15 + length / 2)] = bgr
+        rot = cv2.warpAffine(canvas, cv2.getRotationMatrix2D((14, 14), 15 * ai, 1), (S, S))
+        lit = rot.max(axis=2) >= 10
+        rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+        dy = rng.integers(gap - rows[0], S - 1 - gap - rows[-1] + 1)
+        dx = rng.integers(gap - cols[0], S - 1 - gap - cols[-1] + 1)
+        moved = cv2.warpAffine(rot, np.float32([[1, 0, dx], [0, 1, dy]]), (S, S))
+        out[i] = _cv2_file(moved, quality)
     return out, labels
 
 
 #: name -> (function, keyword arguments, what it stands for)
 STANDINS = {
-    "pil_line_q95_420": (pil_line, {}, "hard ImageDraw.line 1/4 px wide, +1 px long, JPEG 95 4:2:0 (OpenCV's imwrite)"),
-    "rotated_bar_q85": (rotated_bar, {}, "bar rotated by Pillow, box-downsampled, blur 0.6, JPEG 85 4:4:4"),
-    "supersampled_q90_420": (supersampled, {}, "6x6 supersampled rectangle, JPEG 90 4:2:0"),
-    "pil_line_q75_420": (pil_line, {"quality": 75},
-                         "hard ImageDraw.line 1/4 px wide, JPEG 75 4:2:0 (Pillow's default): harsher"),
-    "rotated_bar_dim_q70": (rotated_bar, {"quality": 70, "subsampling": 2, "brightness": (0.65, 0.8), "blur": 0.8},
-                            "rotated bar, dimmer (0.65-0.8), blur 0.8, JPEG 70 4:2:0: harsher"),
+    "cv2_line_aa": (cv2_line, {"line_type": "AA", "quality": 95}, "cv2.line LINE_AA, sub-pixel end points, JPEG 95 (imencode)"),
+    "cv2_line_8": (cv2_line, {"line_type": "8", "quality": 75}, "cv2.line LINE_8, whole-pixel end points, JPEG 75 (imencode)"),
+    "pil_line": (pil_line, {"quality": 75}, "ImageDraw.line width 1/3, JPEG 75 4:2:0 (Pillow's default)"),
+    "pil_polygon": (pil_polygon, {"fmt": "PNG"}, "ImageDraw.polygon of the rectangle, PNG"),
+    "cv2_rotated_rect": (cv2_rotated_rect, {"quality": 50}, "cv2.boxPoints + fillPoly LINE_AA, JPEG 50 (imencode)"),
+    "cv2_block_q85": (cv2_block, {"quality": 85}, "the course's recipe (warpAffine block), JPEG 85 (imencode)"),
+    "course_cv2": (cv2_block, {"quality": 95}, "the course's generator itself, JPEG 95 4:2:0 (imencode)"),
 }

@@ -1,13 +1,24 @@
-"""How a line is drawn: the two styles, the training-time randomization, per-image parameters.
+"""How a line is drawn: the styles, the training-time randomization, per-image parameters.
 
 A :class:`LineStyle` is a nominal way of drawing the 96 classes:
+
+* ``course``: the course's own generator, exactly (docs/course-lines.md): an axis-aligned block
+  of whole pixels (rows ``int(14 - w/2)`` to ``int(15 + w/2)``, columns ``int(14 - l/2)`` to
+  ``int(15 + l/2)``, exclusive, w = 1 / 3, l = 7 / 15: 2 / 4 rows, 8 / 16 columns) at full
+  brightness, rotated by the angle counter-clockwise about (14, 14) with OpenCV's fixed-point
+  bilinear warp (:func:`~pipeline.data.line_render.warp_affine_bilinear`, equal to
+  ``cv2.warpAffine``), moved by whole pixels to a position that keeps the line's extent
+  (pixels >= :data:`BLOCK_EXTENT_FLOOR`) :data:`BLOCK_GAP` px from the border, and saved as one
+  JPEG file per image at quality 95 with 4:2:0 chroma (Pillow; the same pixels as ``cv2.imwrite``).
+  A class has only 36-247 distinct positions, so images repeat: ``pools`` (train / validation /
+  test) give each split its own positions, so no image is in two splits.
 
 * ``sheet``: the course sheet taken literally: 7 / 15 px long, 1 / 3 px wide, hard edges
   (a pixel is lit when its centre lies inside the line's rectangle), full brightness, no
   compression, the centre uniform over the positions that keep the line ``margin`` px from
   the border. Exact masks; byte-identical to the generator before styles existed.
-* ``course``: what the course's distributed JPEG files look like, measured from their
-  pixels (lengths 8.8 / 16.8 px, widths 2.4 / 4.1 px as ``sqrt(12 x second moment)``, soft
+* ``soft`` (called ``course`` before the course's generator was known): an approximation of
+  the course's files measured from their pixels (lengths 8.8 / 16.8 px, widths 2.4 / 4.1 px as ``sqrt(12 x second moment)``, soft
   edges, brightest pixel about 175-255, centres biased up and left: x 12.4 +- 3.3, y 10.5 +- 2.9).
   Reproduced here by anti-aliased cores of 9 / 17 px by 1.4 / 3.8 px with a 0.6 px Gaussian
   blur, brightness 0.85-1.0 and a JPEG round trip at quality 85 (the benchmark
@@ -17,7 +28,10 @@ A :class:`LineStyle` is a nominal way of drawing the 96 classes:
 between ways of drawing "a thin short red line at 30 degrees" (brightness, blur, hard or soft
 edges, JPEG quality and chroma subsampling, sub-pixel length/width/angle, position) is drawn
 per image from a documented range, so a model cannot lean on any one of them (a model trained
-on ``sheet`` alone judges length by total brightness).
+on ``sheet`` alone judges length by total brightness). ``share`` of the training images are
+randomized, the rest drawn in the style itself; of the randomized ones ``blocks`` are drawn by the
+course's block renderer, the others as soft or hard-edged lines (with the ``line_sizes`` of the
+style).
 
 :func:`draw_params` turns labels + style (+ augmentation) into :class:`RenderParams`, one
 value per image; :func:`render` draws them. Both are vectorized and deterministic for a seed.
@@ -40,6 +54,14 @@ MIN_SOFT_WIDTH = 0.6
 #: Anti-aliased lines keep this many filter sigmas of their soft edge inside the margin.
 _EDGE_SIGMAS = 1.0
 _CHUNK = 4096  # images rendered per vectorized step
+#: The course's generator keeps this many black pixels between the line's extent and the border
+#: (its published rule says 3 px; 4 reproduces its 27-247 positions per class, median 119 and max 247,
+#: here 36-247, median 119) ...
+BLOCK_GAP = 4
+#: ... where the extent is the bounding box of the pixels at least this bright (of 255).
+BLOCK_EXTENT_FLOOR = 10
+#: The course's JPEG settings (OpenCV's imwrite defaults).
+COURSE_JPEG_QUALITY = 95
 
 
 @dataclass(frozen=True)
@@ -55,14 +77,19 @@ class LineStyle:
     centre_mean: tuple[float, float] | None = None   # (x, y) of a normal centre distribution, truncated
     centre_sd: tuple[float, float] | None = None     # to the valid positions; None: uniform over them
     augment_by_default: bool = False          # data.augment.enabled=null randomizes training images
+    block: bool = False                       # the course's generator: a rotated block moved by whole pixels
+    line_sizes: tuple | None = None           # ((short, long), (thin, thick)) of randomized lines; None: as drawn
 
 
 STYLES: dict[str, LineStyle] = {
     "sheet": LineStyle("sheet", lengths=LENGTHS_PX, widths=WIDTHS_PX, anti_alias=False, blur=0.0,
                        brightness=(1.0, 1.0), jpeg_quality=None),
-    "course": LineStyle("course", lengths=(9.0, 17.0), widths=(1.4, 3.8), anti_alias=True, blur=0.6,
-                        brightness=(0.85, 1.0), jpeg_quality=85, jpeg_subsampling="4:4:4",
-                        centre_mean=(11.6, 8.6), centre_sd=(4.5, 3.6), augment_by_default=True),
+    "course": LineStyle("course", lengths=LENGTHS_PX, widths=WIDTHS_PX, anti_alias=False, blur=0.0,
+                        brightness=(1.0, 1.0), jpeg_quality=COURSE_JPEG_QUALITY, jpeg_subsampling="4:2:0",
+                        augment_by_default=True, block=True, line_sizes=((9.0, 17.0), (1.4, 3.8))),
+    "soft": LineStyle("soft", lengths=(9.0, 17.0), widths=(1.4, 3.8), anti_alias=True, blur=0.6,
+                      brightness=(0.85, 1.0), jpeg_quality=85, jpeg_subsampling="4:4:4",
+                      centre_mean=(11.6, 8.6), centre_sd=(4.5, 3.6), augment_by_default=True),
 }
 
 
@@ -76,7 +103,9 @@ def get_style(name: str) -> LineStyle:
 class Augment:
     """Per-image randomization ranges for training images (``data.augment.*``)."""
 
-    enabled: bool | None = None                      # None: the style decides (course: on, sheet: off)
+    enabled: bool | None = None                      # None: the style decides (course, soft: on; sheet: off)
+    share: float = 1.0                               # share of the training images randomized (else the style)
+    blocks: float = 0.0                              # share of randomized images drawn as the course's blocks
     brightness: tuple[float, float] = (0.55, 1.0)    # intensity scale (replaces the style's range)
     blur: tuple[float, float] = (0.0, 0.9)           # Gaussian sigma, px (replaces the style's blur)
     hard_edges: float = 0.4                          # share of images drawn with hard edges
@@ -100,7 +129,7 @@ class Augment:
         check_range("jpeg_quality", 1, 100)
         check_range("width_jitter", -0.9, 3.0)
         check_range("length_jitter", -5.0, 5.0)
-        for name in ("hard_edges", "jpeg_420", "no_jpeg", "uniform_position"):
+        for name in ("share", "blocks", "hard_edges", "jpeg_420", "no_jpeg", "uniform_position"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"data.augment.{name}={v} is invalid: it must be a share in [0, 1]")
@@ -153,6 +182,15 @@ class RenderParams:
     jpeg_quality: np.ndarray   # int, 0 = no JPEG round trip
     jpeg_420: np.ndarray       # bool: 4:2:0 chroma subsampling
     channels: np.ndarray       # int: RGB channel of the colour
+    block: np.ndarray = None   # bool: drawn by the course's generator (a rotated block moved by whole pixels)
+    exact_jpeg: np.ndarray = None  # bool: one JPEG file per image (else tiled with others: faster, edges may differ)
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.block is None:
+            self.block = np.zeros(n, dtype=bool)
+        if self.exact_jpeg is None:
+            self.exact_jpeg = np.zeros(n, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -189,10 +227,88 @@ def _truncated_normal(u, lo, hi, mean, sd):
     return np.clip((mean + sd * z.numpy()), lo, hi)
 
 
+def block_centre(angles, image_size: int = 28) -> np.ndarray:
+    """``[N, 2]`` (x, y) where the course's block (centred on (c - 0.5, c - 0.5), c = S // 2) lies
+    after the rotation about (c, c), before it is moved."""
+    c = image_size // 2
+    a = np.deg2rad(np.asarray(angles, dtype=np.float64))
+    ox = oy = -0.5
+    # counter-clockwise on screen (y down): x' = x cos + y sin, y' = -x sin + y cos
+    return np.stack([c + ox * np.cos(a) + oy * np.sin(a), c - ox * np.sin(a) + oy * np.cos(a)], axis=1)
+
+
+def block_shift_range(lengths, widths, angles, image_size: int = 28, gap: int = BLOCK_GAP):
+    """(lo, hi) ``[N, 2]`` int: the whole-pixel moves (dx, dy) of the course's rotated block that
+    keep its extent (pixels >= :data:`BLOCK_EXTENT_FLOOR`) ``gap`` px from the border."""
+    from pipeline.data.line_render import course_rotated_blocks
+
+    lengths = np.asarray(lengths, dtype=np.float64).reshape(-1)
+    keys = np.stack([lengths, np.broadcast_to(widths, lengths.shape), np.broadcast_to(angles, lengths.shape)], 1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    lit = course_rotated_blocks(uniq[:, 0], uniq[:, 1], uniq[:, 2], image_size) >= BLOCK_EXTENT_FLOOR
+    rows, cols = lit.any(axis=2), lit.any(axis=1)
+    idx = np.arange(image_size)
+    first = lambda m: np.where(m, idx, image_size).min(axis=1)  # noqa: E731
+    last = lambda m: np.where(m, idx, -1).max(axis=1)           # noqa: E731
+    lo = np.stack([gap - first(cols), gap - first(rows)], axis=1)
+    hi = np.stack([image_size - 1 - gap - last(cols), image_size - 1 - gap - last(rows)], axis=1)
+    inverse = inverse.reshape(-1)
+    return lo[inverse], hi[inverse]
+
+
+def course_positions(lengths, widths, angles, image_size: int = 28) -> list[np.ndarray]:
+    """The course's positions of each line, in its raster order (rows first, then columns, from
+    the top-left): ``[K, 2]`` int moves (dx, dy) per line."""
+    lo, hi = block_shift_range(lengths, widths, angles, image_size)
+    out = []
+    for (x0, y0), (x1, y1) in zip(lo, hi):
+        dy, dx = np.meshgrid(np.arange(y0, y1 + 1), np.arange(x0, x1 + 1), indexing="ij")
+        out.append(np.stack([dx.ravel(), dy.ravel()], axis=1))
+    return out
+
+
+def _pool_moves(labels, style: LineStyle, pools, seed: int, image_size: int) -> np.ndarray:
+    """Whole-pixel moves ``[N, 2]`` of the course-style images: each class's positions are shuffled
+    (seeded) and dealt to the pools (``pools[i]`` in 0..P-1, e.g. train / validation / test) in
+    proportion to their images, every pool that has images getting at least one position; the
+    images of a pool then take their pool's positions in turn (as the course cycles through its
+    positions), so no position, hence no image, is in two pools."""
+    labels = np.asarray(labels)
+    pools = np.zeros(len(labels), dtype=np.int64) if pools is None else np.asarray(pools, dtype=np.int64)
+    moves = np.zeros((len(labels), 2), dtype=np.int64)
+    classes = np.unique(labels)
+    parts = decode_label(classes)
+    every = course_positions(np.asarray(style.lengths)[parts["length"]], np.asarray(style.widths)[parts["width"]],
+                             np.asarray(ANGLES_DEG, dtype=np.float64)[parts["angle"]], image_size)
+    for label, positions in zip(classes, every):
+        rng = np.random.default_rng([seed, int(label)])
+        positions = positions[rng.permutation(len(positions))]
+        members = np.flatnonzero(labels == label)
+        names, counts = np.unique(pools[members], return_counts=True)
+        if len(names) > len(positions):
+            raise ValueError(f"class {label} has {len(positions)} positions, fewer than its {len(names)} splits")
+        exact = counts / counts.sum() * len(positions)
+        quota = np.maximum(np.floor(exact).astype(int), 1)
+        while quota.sum() > len(positions):
+            quota[np.argmax(quota)] -= 1
+        for i in np.argsort(-(exact - np.floor(exact)), kind="stable"):
+            if quota.sum() >= len(positions):
+                break
+            quota[i] += 1
+        bounds = np.concatenate([[0], np.cumsum(quota)])
+        for j, name in enumerate(names):
+            own = positions[bounds[j]:bounds[j + 1]]
+            idx = members[pools[members] == name]
+            moves[idx] = own[np.arange(len(idx)) % len(own)]
+    return moves
+
+
 def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margin: float = 1.0,
-                augment: Augment | None = None, augmented=None) -> RenderParams:
-    """Per-image drawing parameters for ``labels`` in ``style``; images where ``augmented`` is
-    True (default: none) draw their factors from ``augment`` instead. Deterministic for ``seed``."""
+                augment: Augment | None = None, augmented=None, pools=None) -> RenderParams:
+    """Per-image drawing parameters for ``labels`` in ``style``; of the images where ``augmented``
+    is True (default: none), ``augment.share`` draw their factors from ``augment`` instead.
+    ``pools`` (int per image, e.g. 0 train, 1 validation, 2 test) keep the course style's
+    positions apart (see :func:`_pool_moves`). Deterministic for ``seed``."""
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
     parts = decode_label(labels)
@@ -201,6 +317,8 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
     aug = np.zeros(n, dtype=bool) if augment is None or augmented is None else np.asarray(augmented, dtype=bool)
     if aug.shape != (n,):
         raise ValueError(f"augmented must be a boolean array of {n} entries, got shape {aug.shape}")
+    if pools is not None and np.shape(pools) != (n,):
+        raise ValueError(f"pools must hold one integer per image ({n}), got shape {np.shape(pools)}")
 
     lengths = np.asarray(style.lengths, dtype=np.float64)[parts["length"]]
     widths = np.asarray(style.widths, dtype=np.float64)[parts["width"]]
@@ -211,12 +329,16 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
     quality = np.full(n, style.jpeg_quality or 0, dtype=np.int64)
     j420 = np.full(n, style.jpeg_subsampling == "4:2:0")
     uniform_pos = np.full(n, style.centre_mean is None)
+    block = np.full(n, style.block)
     channels = np.asarray([int(np.argmax(COLOUR_RGB[c])) for c in COLOURS])[parts["colour"]]
 
     if style.brightness[1] > style.brightness[0]:
         brightness = rng.uniform(*style.brightness, n)
     if aug.any():
         a = augment
+        if a.share < 1.0:  # the rest of the marked images are drawn in the style itself
+            aug = aug & (np.random.default_rng([seed, 1]).random(n) < a.share)
+    if aug.any():
         k = int(aug.sum())
         brightness[aug] = rng.uniform(*a.brightness, k)
         blur[aug] = rng.uniform(*a.blur, k)
@@ -224,26 +346,59 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
         q = rng.integers(a.jpeg_quality[0], a.jpeg_quality[1] + 1, k)
         quality[aug] = np.where(rng.random(k) < a.no_jpeg, 0, q)
         j420[aug] = rng.random(k) < a.jpeg_420
-        widths[aug] = widths[aug] + rng.uniform(*a.width_jitter, k)
-        lengths[aug] = np.maximum(lengths[aug] + rng.uniform(*a.length_jitter, k), 1.0)
+        w_jit, l_jit = rng.uniform(*a.width_jitter, k), rng.uniform(*a.length_jitter, k)
         angles[aug] = angles[aug] + rng.uniform(-a.angle_jitter, a.angle_jitter, k)
         uniform_pos[aug] = (rng.random(k) < a.uniform_position) | (style.centre_mean is None)
+        if a.blocks > 0 or style.block:
+            block[aug] = np.random.default_rng([seed, 2]).random(k) < a.blocks
+        lines, blocks = aug & ~block, aug & block
+        (ls, ws) = style.line_sizes or (style.lengths, style.widths)
+        lengths[lines] = np.asarray(ls, dtype=np.float64)[parts["length"][lines]]
+        widths[lines] = np.asarray(ws, dtype=np.float64)[parts["width"][lines]]
+        lengths[blocks] = np.asarray(LENGTHS_PX)[parts["length"][blocks]]   # the course generator's l and w
+        widths[blocks] = np.asarray(WIDTHS_PX)[parts["width"][blocks]]
+        widths[aug] = widths[aug] + w_jit
+        lengths[aug] = np.maximum(lengths[aug] + l_jit, 1.0)
+        anti_alias[block] = False
         # hard-edged lines narrower than a pixel break into dots: no drawing program makes those
         widths = np.where(anti_alias, np.maximum(widths, MIN_SOFT_WIDTH), np.maximum(widths, 1.0))
 
     lo, hi = valid_centre_range(angles, lengths, widths, edge_extent(anti_alias, blur), image_size, margin)
-    if np.any(hi < lo):
+    if np.any((hi < lo)[~block]):
         raise ValueError(f"a line does not fit in a {image_size}px image with margin {margin}")
     centres = lo + u_centre * (hi - lo)
-    normal = ~uniform_pos
+    normal = ~uniform_pos & ~block
     if normal.any():
         mean, sd = np.asarray(style.centre_mean), np.asarray(style.centre_sd)
         centres[normal] = _truncated_normal(u_centre[normal], lo[normal], hi[normal], mean, sd)
+    if block.any():
+        exact = block & ~aug   # the style's own images: the course's positions, kept apart by pool
+        moves = np.zeros((n, 2), dtype=np.int64)
+        if exact.any():  # every image's pool counts, so a split's positions do not depend on the augmentation
+            moves[exact] = _pool_moves(labels, style, pools, seed, image_size)[exact]
+        jittered = block & aug
+        if jittered.any():
+            blo, bhi = block_shift_range(lengths[jittered], widths[jittered], angles[jittered], image_size)
+            moves[jittered] = blo + np.floor(u_centre[jittered] * (bhi - blo + 1)).astype(np.int64)
+        centres[block] = block_centre(angles[block], image_size) + moves[block]
     if style.name == "sheet" and not aug.any():
         centres = centres.astype(np.float32).astype(np.float64)  # the original generator's float32 centres
     return RenderParams(labels=labels, centres=centres, angles=angles, lengths=lengths, widths=widths,
                         blur=blur, anti_alias=anti_alias, brightness=brightness, jpeg_quality=quality,
-                        jpeg_420=j420, channels=channels)
+                        jpeg_420=j420, channels=channels, block=block, exact_jpeg=block & ~aug)
+
+
+def _draw_blocks(p: RenderParams, image_size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Coverage (float [0, 1]) and masks of images drawn by the course's generator: the rotated
+    block moved by the whole pixels that bring its centre to ``p.centres``, blurred when ``blur`` > 0."""
+    from pipeline.data.line_render import course_rotated_blocks, shift_images
+
+    rotated = course_rotated_blocks(p.lengths, p.widths, p.angles, image_size)
+    moves = np.rint(p.centres - block_centre(p.angles, image_size)).astype(np.int64)
+    moved = shift_images(rotated, moves[:, 0], moves[:, 1])
+    cov = torch.from_numpy(moved.astype(np.float32) / 255.0)
+    mask = cov.numpy() >= MASK_COVERAGE
+    return gaussian_blur(cov, p.blur), mask
 
 
 def render(params: RenderParams, image_size: int = 28, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -252,36 +407,50 @@ def render(params: RenderParams, image_size: int = 28, progress: bool = False) -
     Anti-aliased images: the coverage of :func:`~pipeline.data.line_render.line_coverage`,
     mask = coverage >= :data:`MASK_COVERAGE`. Hard-edged images: the pixel-centre rule of
     :func:`~pipeline.data.lines.rasterize_lines` (that is the mask), blurred afterwards when
-    their ``blur`` > 0. Then brightness, the colour channel, and the JPEG round trip.
+    their ``blur`` > 0. Course blocks: the course's generator (:func:`_draw_blocks`), mask =
+    the warped block >= :data:`MASK_COVERAGE`. Then brightness, the colour channel, and the JPEG
+    round trip (one file per image where ``exact_jpeg``).
     """
     n, s = len(params), image_size
     images = np.zeros((n, 3, s, s), dtype=np.uint8)
     masks = np.zeros((n, s, s), dtype=bool)
     from tqdm.auto import tqdm
 
+    from pipeline.data.line_render import jpeg_roundtrip_each
+
     bar = tqdm(total=n, desc="Drawing lines", unit="img", disable=not progress)
     for start in range(0, n, _CHUNK):
         sl = slice(start, min(start + _CHUNK, n))
         p = params.subset(sl)
         cov = torch.zeros((len(p), s, s))
-        soft = np.flatnonzero(p.anti_alias)
-        hard = np.flatnonzero(~p.anti_alias)
+        mask = np.zeros((len(p), s, s), dtype=bool)
+        blocks = np.flatnonzero(p.block)
+        soft = np.flatnonzero(p.anti_alias & ~p.block)
+        hard = np.flatnonzero(~p.anti_alias & ~p.block)
         if len(soft):
             cov[soft] = line_coverage(p.centres[soft], p.angles[soft], p.lengths[soft], p.widths[soft],
                                       p.blur[soft], s)
+            mask[soft] = (cov[soft] >= MASK_COVERAGE).numpy()
         if len(hard):
             m = rasterize_lines(p.centres[hard], p.angles[hard], p.lengths[hard], p.widths[hard], s)
             cov[hard] = gaussian_blur(torch.from_numpy(m).float(), p.blur[hard])
-        mask = (cov >= MASK_COVERAGE).numpy()
-        if len(hard):
             mask[hard] = m
+        if len(blocks):
+            cov[blocks], mask[blocks] = _draw_blocks(p.subset(blocks), s)
         masks[sl] = mask
         value = np.rint(cov.numpy() * p.brightness[:, None, None] * 255).clip(0, 255).astype(np.uint8)
         images[np.arange(sl.start, sl.stop), p.channels] = value
         bar.update(len(p))
     bar.close()
+    coded = params.jpeg_quality > 0
+    exact = coded & params.exact_jpeg
+    if exact.any():
+        for sub, flag in (("4:2:0", True), ("4:4:4", False)):
+            idx = np.flatnonzero(exact & (params.jpeg_420 == flag))
+            if len(idx):
+                images[idx] = jpeg_roundtrip_each(images[idx], params.jpeg_quality[idx], subsampling=sub)
     for sub, flag in (("4:2:0", True), ("4:4:4", False)):
-        idx = np.flatnonzero((params.jpeg_quality > 0) & (params.jpeg_420 == flag))
+        idx = np.flatnonzero(coded & ~exact & (params.jpeg_420 == flag))
         if len(idx):
             images[idx] = jpeg_roundtrip(images[idx], params.jpeg_quality[idx], subsampling=sub)
     return images, masks

@@ -13,8 +13,8 @@ colour      red, blue                                   0, 1
 
 96 classes; ``class = ((length * 2 + width) * 12 + angle) * 2 + colour`` and the class
 name is ``"length_width_angle_colour"`` (``"1_1_9_0"``: long, thick, red, 135 degrees).
-Within a class the only variation is a continuous (sub-pixel) translation of the line's
-centre. The vocabulary (heads, labels, class names, the sheet's sizes) lives in
+Within a class the only variation is a translation of the line's centre (continuous for the
+``sheet`` and ``soft`` styles, by whole pixels for ``course``). The vocabulary (heads, labels, class names, the sheet's sizes) lives in
 :mod:`pipeline.data.lines_labels`; the rasterization rule below is
 :func:`pipeline.data.line_render.rasterize_lines`; how a style draws (soft edges, blur,
 brightness, JPEG, where centres fall) and the training-time randomization live in
@@ -82,18 +82,20 @@ class LinesArrays:
 
 def generate_lines(per_class: int = 1000, seed: int = 0, image_size: int = 28,
                    margin: float = 1.0, progress: bool = True, style: str = "sheet",
-                   augment=None, augmented=None) -> LinesArrays:
-    """Generate ``per_class`` random translations of each of the 96 classes, drawn in ``style``
-    (``"sheet"``: the rule above; ``"course"``: like the course's JPEG files, see
-    :mod:`pipeline.data.line_styles`). ``augment`` (an :class:`~pipeline.data.line_styles.Augment`)
-    randomizes how the images where ``augmented`` is True are drawn.
+                   augment=None, augmented=None, pools=None) -> LinesArrays:
+    """Generate ``per_class`` translations of each of the 96 classes, drawn in ``style``
+    (``"sheet"``: the rule above; ``"course"``: the course's own generator; ``"soft"``: an
+    anti-aliased approximation of its files; see :mod:`pipeline.data.line_styles`). ``augment``
+    (an :class:`~pipeline.data.line_styles.Augment`) randomizes how the images where ``augmented``
+    is True are drawn; ``pools`` (an int per image: train / validation / test) keep the course
+    style's whole-pixel positions apart, so no image is in two pools.
 
     Deterministic for ``seed``; class-major order.
     """
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class)
-    params = draw_params(labels, get_style(style), seed, image_size, margin, augment, augmented)
+    params = draw_params(labels, get_style(style), seed, image_size, margin, augment, augmented, pools)
     images, masks = render(params, image_size, progress=progress)
     return LinesArrays(images=images, masks=masks, labels=labels, centres=params.centres.astype(np.float32))
 
@@ -129,4 +131,69 @@ def export_jpegs(arrays: LinesArrays, out_dir, limit: int | None = None, layout:
         hwc = np.ascontiguousarray(np.transpose(arrays.images[i], (1, 2, 0)))
         Image.fromarray(hwc).save(path, format="JPEG", quality=95, subsampling=0)
         paths.append(path)
+    return paths
+
+
+def course_folder_images(per_class: int = 1000, image_size: int = 28, classes=None) -> LinesArrays:
+    """The course's own dataset, as its generator wrote it: for each class, every position of
+    :func:`~pipeline.data.line_styles.course_positions` in raster order (rows first, from the
+    top-left), started over until ``per_class`` images exist, drawn in the ``course`` style
+    (JPEG quality 95, 4:2:0). So each image appears ``per_class / positions`` times (4-28 times
+    for 1,000). No randomness: the course's folders are what they are."""
+    from pipeline.data.line_styles import block_centre, course_positions, render
+    from pipeline.data.lines_labels import ANGLES_DEG, LENGTHS_PX, WIDTHS_PX, decode_label
+
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    classes = np.arange(NUM_CLASSES) if classes is None else np.asarray(classes, dtype=np.int64)
+    labels = np.repeat(classes, per_class)
+    style = get_style("course")
+    params = draw_params(labels, style, 0, image_size)   # the course style's sizes, angles, colours, JPEG
+    parts = decode_label(classes)
+    positions = course_positions(np.asarray(LENGTHS_PX)[parts["length"]], np.asarray(WIDTHS_PX)[parts["width"]],
+                                 np.asarray(ANGLES_DEG, dtype=np.float64)[parts["angle"]], image_size)
+    moves = np.concatenate([pos[np.arange(per_class) % len(pos)] for pos in positions])
+    params = params.replace(centres=block_centre(params.angles, image_size) + moves)
+    images, masks = render(params, image_size)
+    return LinesArrays(images=images, masks=masks, labels=labels, centres=params.centres.astype(np.float32))
+
+
+def export_course_folder(out_dir, per_class: int = 1000, classes=None) -> list[Path]:
+    """Write a folder like the course's: ``<out>/<L_W_A_C>/<L_W_A_C>_<n>.jpeg``, ``n`` = 0 ..
+    ``per_class - 1`` in the course's raster order (see :func:`course_folder_images`), each file a
+    JPEG at quality 95 with 4:2:0 chroma of the image before compression (the file decodes to the
+    ``course`` style's pixels). ``dataset=lines_folder data.root=<out>`` reads it."""
+    from PIL import Image
+
+    from pipeline.data.line_styles import block_centre, course_positions
+    from pipeline.data.lines_labels import ANGLES_DEG, LENGTHS_PX, WIDTHS_PX, decode_label
+
+    classes = np.arange(NUM_CLASSES) if classes is None else np.asarray(classes, dtype=np.int64)
+    style = get_style("course")
+    names = class_names()
+    out = Path(out_dir)
+    paths: list[Path] = []
+    parts = decode_label(classes)
+    positions = course_positions(np.asarray(LENGTHS_PX)[parts["length"]], np.asarray(WIDTHS_PX)[parts["width"]],
+                                 np.asarray(ANGLES_DEG, dtype=np.float64)[parts["angle"]])
+    for label, pos in zip(classes, positions):
+        # each distinct position is drawn (before JPEG) and encoded once, then written per file
+        labels = np.full(len(pos), label, dtype=np.int64)
+        params = draw_params(labels, style, 0)
+        params = params.replace(centres=block_centre(params.angles) + pos, jpeg_quality=np.zeros(len(pos), np.int64))
+        raw, _ = render(params)
+        encoded = []
+        for img in raw:
+            import io
+
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))).save(
+                buf, format="JPEG", quality=style.jpeg_quality, subsampling=2)
+            encoded.append(buf.getvalue())
+        folder = out / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            path = folder / f"{names[label]}_{n}.jpeg"
+            path.write_bytes(encoded[n % len(pos)])
+            paths.append(path)
     return paths

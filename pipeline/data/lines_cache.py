@@ -18,13 +18,17 @@ from pipeline.data.lines import LinesArrays, generate_lines
 from pipeline.data.lines_labels import NUM_CLASSES
 
 #: Bump whenever generate_lines' output for the same parameters changes.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 FIELDS = ("images", "masks", "labels", "centres")
 
 
+def _digest(array) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 def cache_params(per_class: int, seed: int, image_size: int, margin: float, style: str = "sheet",
-                 augment=None, augmented=None) -> dict:
+                 augment=None, augmented=None, pools=None) -> dict:
     """The attributes that identify a generated dataset (flat: numbers and strings)."""
     aug = "none" if augment is None else json.dumps(augment.as_dict(), sort_keys=True)
     if augment is None or augmented is None:
@@ -33,7 +37,8 @@ def cache_params(per_class: int, seed: int, image_size: int, margin: float, styl
         which = hashlib.sha256(np.packbits(np.asarray(augmented, dtype=bool)).tobytes()).hexdigest()
     return {"generator_version": GENERATOR_VERSION, "per_class": int(per_class), "seed": int(seed),
             "image_size": int(image_size), "margin": float(margin), "style": str(style),
-            "augment": aug, "augmented": which}
+            "augment": aug, "augmented": which,
+            "pools": "none" if pools is None else _digest(np.asarray(pools, dtype=np.int64))}
 
 
 def cache_path(cache_dir, params: dict) -> Path:
@@ -59,13 +64,13 @@ def _check(per_class: int, image_size: int):
 
 def load_or_generate_lines(cache_dir, per_class: int = 1000, seed: int = 0, image_size: int = 28,
                            margin: float = 1.0, progress: bool = True, style: str = "sheet",
-                           augment=None, augmented=None) -> LinesArrays:
+                           augment=None, augmented=None, pools=None) -> LinesArrays:
     """Load the lines dataset from the cache, generating (and caching) it if needed."""
-    params = cache_params(per_class, seed, image_size, margin, style, augment, augmented)
+    params = cache_params(per_class, seed, image_size, margin, style, augment, augmented, pools)
 
     def build():
         a = generate_lines(per_class=per_class, seed=seed, image_size=image_size, margin=margin,
-                           progress=progress, style=style, augment=augment, augmented=augmented)
+                           progress=progress, style=style, augment=augment, augmented=augmented, pools=pools)
         return {f: getattr(a, f) for f in FIELDS}
 
     arrays = load_or_build(cache_path(cache_dir, params), params, FIELDS, build,

@@ -15,6 +15,10 @@ Nothing is skipped silently: every name and every image is checked, all problems
 collected and raised as one :class:`LinesFolderError` that lists the bad files. Only hidden
 files and folders (names starting with ``.``, e.g. ``.DS_Store``) are ignored.
 
+Exact copies (files that decode to the same pixels) are found by :func:`find_duplicates`: the
+course's own folders repeat each image 4-37 times, so ``dataset=lines_folder`` splits by
+distinct image (no image in two splits) and reports how many files are copies.
+
 The images are decoded once and cached (:func:`pipeline.data.array_cache.load_or_build`)
 under a digest of the sorted relative paths, sizes and modification times of the files, so
 a changed, added or removed file invalidates the cache.
@@ -219,6 +223,53 @@ def raise_problems(scan: _Scan) -> None:
             f"fix or remove these (nothing was read):\n" + "\n".join(listed) + "\n" + EXPECTED)
     if not scan.files:
         raise LinesFolderError(f"data.root={root} holds no image files. " + EXPECTED)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Exact copies among a folder's images (same decoded pixels), see :func:`find_duplicates`."""
+
+    groups: np.ndarray        # int64 [N]: the distinct image each file shows (0 .. distinct-1, in first-seen order)
+    files: int                # image files
+    distinct: int             # distinct images
+    with_copies: int          # distinct images shown by more than one file
+    most_copies: int          # the most files showing one image
+    conflicting: int          # distinct images whose files carry different classes
+
+    @property
+    def copies(self) -> int:
+        """Files that repeat an image shown by an earlier file."""
+        return self.files - self.distinct
+
+    def describe(self) -> str:
+        if not self.copies:
+            return f"{self.files} files, all distinct"
+        text = (f"{self.files} files show {self.distinct} distinct images: {self.copies} files are exact copies "
+                f"of another ({self.with_copies} images appear more than once, up to {self.most_copies} times)")
+        if self.conflicting:
+            text += f"; {self.conflicting} images appear under two or more classes"
+        return text
+
+
+def find_duplicates(images: np.ndarray, labels: np.ndarray | None = None) -> Duplicates:
+    """Group the images ``[N, ...]`` by content (a hash of their decoded pixels: files that differ
+    only in name, or that were encoded twice to the same pixels, are copies)."""
+    images = np.ascontiguousarray(images)
+    n = len(images)
+    slot: dict[bytes, int] = {}
+    groups = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        groups[i] = slot.setdefault(hashlib.blake2b(images[i].tobytes(), digest_size=16).digest(), len(slot))
+    distinct = len(slot)
+    counts = np.bincount(groups, minlength=distinct)
+    conflicting = 0
+    if labels is not None and n:
+        labels = np.asarray(labels)
+        first = np.full(distinct, -1, dtype=np.int64)
+        first[groups[::-1]] = labels[::-1]          # the label of each group's first file
+        conflicting = len(np.unique(groups[labels != first[groups]]))
+    return Duplicates(groups=groups, files=n, distinct=distinct, with_copies=int((counts > 1).sum()),
+                      most_copies=int(counts.max()) if n else 0, conflicting=int(conflicting))
 
 
 def read_lines_folder(root, progress: bool = False) -> LinesFolderArrays:

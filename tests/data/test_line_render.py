@@ -65,7 +65,7 @@ def _pillow_roundtrip(chw: np.ndarray, quality: int, subsampling: str) -> np.nda
 
 @pytest.fixture(scope="module")
 def course_images():
-    return generate_lines(per_class=3, seed=3, style="course", progress=False).images
+    return generate_lines(per_class=3, seed=3, style="soft", progress=False).images
 
 
 def test_jpeg_444_mosaic_equals_one_file_per_image(course_images):

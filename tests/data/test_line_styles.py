@@ -14,7 +14,10 @@ PER_CLASS = 8
 
 @pytest.fixture(scope="module")
 def course():
-    return generate_lines(per_class=PER_CLASS, seed=4, style="course", progress=False)
+    """The soft style: the anti-aliased approximation of the course's files (the style called
+    ``course`` before the course's generator was known); ``course`` is that generator itself
+    (tests/data/test_course_style.py)."""
+    return generate_lines(per_class=PER_CLASS, seed=4, style="soft", progress=False)
 
 
 def _medians(images, labels):
@@ -25,7 +28,7 @@ def _medians(images, labels):
     }
 
 
-def test_course_style_measures_like_the_course_files(course):
+def test_soft_style_measures_like_the_course_files(course):
     """The issue's table (course's files, measured from pixels): lengths 8.8 / 16.8, widths
     2.4 / 4.1, brightest pixel median 219 (about 175-255), centres 12.4 +- 3.3 / 10.5 +- 2.9,
     angle error 0.4 degrees, 100 % colour, no line touching the border."""
@@ -42,14 +45,14 @@ def test_course_style_measures_like_the_course_files(course):
     assert not m["touches_border"].any()
 
 
-def test_course_labels_are_what_the_pixels_show(course):
+def test_soft_labels_are_what_the_pixels_show(course):
     """Every short line measures shorter than every long one; widths separate by class."""
     m, d, _ = _medians(course.images, course.labels)
     assert m["length"][d["length"] == 0].max() < m["length"][d["length"] == 1].min()
     assert m["width"][d["width"] == 0].max() < m["width"][d["width"] == 1].min()
 
 
-def test_course_masks_cover_the_line(course):
+def test_soft_masks_cover_the_line(course):
     masks, images = course.masks, course.images.max(axis=1)
     assert masks.any(axis=(1, 2)).all()
     # the mask holds the bright core: the brightest pixel of every image lies on it (or next to it after JPEG)
@@ -68,9 +71,9 @@ def test_course_masks_cover_the_line(course):
 
 
 def test_generation_is_deterministic_and_seeded():
-    a = generate_lines(per_class=2, seed=7, style="course", progress=False)
-    b = generate_lines(per_class=2, seed=7, style="course", progress=False)
-    c = generate_lines(per_class=2, seed=8, style="course", progress=False)
+    a = generate_lines(per_class=2, seed=7, style="soft", progress=False)
+    b = generate_lines(per_class=2, seed=7, style="soft", progress=False)
+    c = generate_lines(per_class=2, seed=8, style="soft", progress=False)
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.masks, b.masks)
     assert not np.array_equal(a.images, c.images)
@@ -80,8 +83,8 @@ def test_augmentation_touches_only_the_marked_images():
     n = NUM_CLASSES * 4
     marked = np.zeros(n, dtype=bool)
     marked[::3] = True
-    plain = generate_lines(per_class=4, seed=2, style="course", progress=False)
-    aug = generate_lines(per_class=4, seed=2, style="course", augment=Augment(), augmented=marked, progress=False)
+    plain = generate_lines(per_class=4, seed=2, style="soft", progress=False)
+    aug = generate_lines(per_class=4, seed=2, style="soft", augment=Augment(), augmented=marked, progress=False)
     np.testing.assert_array_equal(aug.images[~marked], plain.images[~marked])
     np.testing.assert_array_equal(aug.masks[~marked], plain.masks[~marked])
     assert (aug.images[marked] != plain.images[marked]).any(axis=(1, 2, 3)).mean() > 0.95
@@ -91,7 +94,7 @@ def test_augmented_factors_stay_in_their_ranges():
     labels = np.repeat(np.arange(NUM_CLASSES), 20)
     a = Augment(brightness=(0.6, 0.9), blur=(0.2, 0.5), jpeg_quality=(60, 70), width_jitter=(-0.3, 0.2),
                 length_jitter=(-1.0, 0.5), angle_jitter=2.0, hard_edges=0.3, no_jpeg=0.2, jpeg_420=0.5)
-    style = STYLES["course"]
+    style = STYLES["soft"]
     p = draw_params(labels, style, 0, augment=a, augmented=np.ones(len(labels), bool))
     d = decode_label(labels)
     assert 0.6 <= p.brightness.min() and p.brightness.max() <= 0.9
@@ -115,7 +118,7 @@ def test_augmented_images_keep_their_labels_measurable():
     """Randomized drawing must not blur the classes into each other: lengths stay apart and the
     measured angle stays within half a class step of the label."""
     labels = np.repeat(np.arange(NUM_CLASSES), 6)
-    p = draw_params(labels, STYLES["course"], 5, augment=Augment(no_jpeg=1.0), augmented=np.ones(len(labels), bool))
+    p = draw_params(labels, STYLES["soft"], 5, augment=Augment(no_jpeg=1.0), augmented=np.ones(len(labels), bool))
     images, masks = render(p)
     m, d = measure_lines(images), decode_label(labels)
     assert m["length"][d["length"] == 0].max() < m["length"][d["length"] == 1].min()
@@ -171,7 +174,7 @@ def test_datamodule_augments_only_the_training_split(tmp_path):
 
 
 def test_unknown_style():
-    with pytest.raises(ValueError, match="valid styles are sheet, course"):
+    with pytest.raises(ValueError, match="valid styles are sheet, course, soft"):
         get_style("fancy")
 
 
