@@ -149,6 +149,8 @@ _AUG = Augment()  # the defaults live in one place: pipeline/data/line_styles.py
 class AugmentSchema:
     """data.augment: domain randomization of the training images (pipeline/data/line_styles.py)."""
     enabled: Optional[bool] = _AUG.enabled
+    share: float = _AUG.share
+    blocks: float = _AUG.blocks
     brightness: List[float] = field(default_factory=lambda: list(_AUG.brightness))
     blur: List[float] = field(default_factory=lambda: list(_AUG.blur))
     hard_edges: float = _AUG.hard_edges
@@ -192,6 +194,7 @@ class LinesFolderDataSchema(DataSchema):
     """dataset=lines_folder: the lines classes read from image files (pipeline/data/lines_folder.py)."""
     root: str = MISSING
     test_fraction: float = 0.4
+    split_by: str = "distinct"
     val_fraction: float = 0.1
     cache_dir: Optional[str] = None
     progress: bool = True

@@ -184,12 +184,19 @@ class LinesDataModule(InMemoryDataModule):
             augmented[fit_idx] = True
         kw = dict(per_class=self.per_class, seed=self.generator_seed, image_size=self.image_size,
                   margin=self.margin, progress=self.progress, style=self.style, augment=self.augment,
-                  augmented=augmented)
+                  augmented=augmented, pools=self._pools(len(labels), fit_idx, val_idx, test_idx))
         arrays = load_or_generate_lines(self.cache_dir, **kw) if self.cache_dir else generate_lines(**kw)
         full = Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels.astype(np.int64)),
                      torch.from_numpy(arrays.masks))
         self.split_indices = {"train": fit_idx, "val": val_idx, "test": test_idx}
         return full.subset(fit_idx), full.subset(val_idx), full.subset(test_idx)
+
+    @staticmethod
+    def _pools(n: int, fit_idx, val_idx, test_idx) -> np.ndarray:
+        """0 train, 1 validation, 2 test: the course style gives each its own line positions."""
+        pools = np.zeros(n, dtype=np.int64)
+        pools[val_idx], pools[test_idx] = 1, 2
+        return pools
 
     def render_params(self, split: str = "test"):
         """The drawing parameters (:class:`~pipeline.data.line_styles.RenderParams`) of a split's
@@ -202,7 +209,9 @@ class LinesDataModule(InMemoryDataModule):
         if not self.split_indices:
             self.setup()
         labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), self.per_class)
-        params = draw_params(labels, get_style(self.style), self.generator_seed, self.image_size, self.margin)
+        pools = self._pools(len(labels), *(self.split_indices[k] for k in ("train", "val", "test")))
+        params = draw_params(labels, get_style(self.style), self.generator_seed, self.image_size, self.margin,
+                             pools=pools)
         return params.subset(self.split_indices[split])
 
 
