@@ -179,3 +179,17 @@ class H5Run:
         g = self.file["probe"][factor]
         return {"levels": g["levels"][()], "level_names": [str(s) for s in g["level_names"].asstr()[()]],
                 "accuracy": {h: v[()] for h, v in g["accuracy"].items()}, "attrs": read_attrs(g)}
+
+    # -- job=units
+    def unit_layers(self) -> list[str]:
+        """The layers job=units ranked test images for (convolutions, then heads)."""
+        return self._names("units")
+
+    def units(self, layer: str) -> dict[str, Any]:
+        """``/units/<layer>``: values, indices, labels, positions, boxes, crops and ``attrs``."""
+        try:
+            g = self.file["units"][layer]
+        except KeyError:
+            raise KeyError(f"no dataset examples for layer {layer!r}; stored: {self.unit_layers()}") from None
+        return {**{k: v[()] for k, v in g.items()}, "attrs": read_attrs(g)}
+

@@ -263,3 +263,22 @@ class H5RunWriter:
         for head, values in acc.items():
             ag.create_dataset(head, data=values)
         write_attrs(g, {"factor": factor, **(attrs or {})})
+
+    def write_units(self, layer: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> None:
+        """job=units: the top-k test images of every unit of one layer (``/units/<layer>/``: values,
+        indices, labels [U,k], positions [U,k,2], boxes [U,k,4], crops uint8 [U,k,C,s,s]; layout in
+        docs/units-explorer.md); attrs: kind, k, images, the receptive field."""
+        layer = check_name(layer, "layer")
+        g = group(self.file, "units")
+        if layer in g:
+            del g[layer]
+        g = group(g, layer)
+        units = None
+        for name, arr in arrays.items():
+            arr = to_numpy(arr)
+            units = arr.shape[0] if units is None else units
+            if arr.shape[0] != units:
+                raise ValueError(f"units {layer!r}: {name} has {arr.shape[0]} rows for {units} units")
+            g.create_dataset(check_name(name, "array"), data=arr, **(COMPRESSION if arr.ndim >= 3 else {}))
+        write_attrs(g, {"layer": layer, **(attrs or {})})
+
