@@ -3,9 +3,14 @@ over the run's images (config: ``gradcam.*`` in conf/job/gradcam.yaml, ``attribu
 conf/job/attribution.yaml; the methods come from ``methods``, conf/methods/).
 
 For each method, layer (``"input"`` for the input-gradient methods) and head: the maps, a
-figure per image (input, map at the layer's resolution, overlay), a sheet of all images, the
-explained class per image and, where the dataset has line masks, the share of the map's mass
-on the line and the pointing game. Stored under ``attribution/<method>/<head>/<layer>``.
+figure per image (input, map at the layer's resolution, overlay), a sheet of all images (an input
+column beside the overlays), the explained class per image and, where the dataset has line masks,
+the share of the map's mass on the line and the pointing game (the masks outlined on the figures).
+A multi-head model also gets one figure per image with the input and every head's map side by side
+(``attribution/<method>/all_heads/<layer>/``), shown first. Every tile names its head and class.
+Class 0 of a one-output head (short, thin, red) is explained as ``-logit``: the evidence for it
+over class 1, which can lie off the line; those tiles and the report say so (docs/gradcam.md).
+Stored under ``attribution/<method>/<head>/<layer>``.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from pipeline.jobs.base import safe_name
 from pipeline.jobs.method_choice import build_method, chosen_methods, needs_layer
 from pipeline.jobs.target_choice import TargetSpec, head_logits, is_target_list, parse_targets
 from pipeline.report.sections import Figure, Section, Table
+from pipeline.visualization.class_words import image_words
 from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
 from pipeline.visualization.layers import last_conv_name
@@ -114,25 +120,81 @@ class AttributionMapsJob:
         from pipeline.rendering.parallel import render_all
 
         sel, calls, captions = result.images, [], []
+        names = self._image_names(sel)
+        masks = sel.masks
         for m in result.maps:  # every figure of every map set, drawn at once (render.workers)
             d = fig_dir / "attribution" / safe_name(m.method) / safe_name(m.head) / safe_name(m.layer)
             flags, shown = map_flags(m.result.maps), display_maps(m.result, self.scale)
             titles = [t + (f"\n{f}" if f else "") for t, f in zip(self._titles(m), flags)]
+            where = (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}"
             calls.append((render_gradcam_sheet, (sel.images, shown, titles, d / "sheet.png"),
-                          {"alpha": self.alpha, "cmap": self.cmap,
-                           "title": f"{m.method} at {m.layer} ({self.scale.replace('_', '-')} scale)"}))
-            captions.append(f"{m.method}, all images")
+                          {"alpha": self.alpha, "cmap": self.cmap, "masks": masks, "input_titles": names,
+                           "title": f"{m.method}, {where} ({self.scale.replace('_', '-')} scale)"}))
+            captions.append(f"{m.method}, {where}: all images")
+            notes = self._binary_notes(m)
             for i in range(len(sel)):
                 calls.append((render_gradcam_figure,
                               (sel.images[i], shown[i], m.result.layer_maps[i], d / f"image{i:02d}.png",
                                f"{m.method} {titles[i]} - image {i} ({sel.sources[i]})".replace("\n", "; ")),
-                              {"alpha": self.alpha, "cmap": self.cmap}))
-                captions.append(f"image {i} ({sel.sources[i]}): {titles[i]}".replace("\n", "; "))
-        paths = render_all(calls, desc="attribution figures")
+                              {"alpha": self.alpha, "cmap": self.cmap, "mask": None if masks is None else masks[i],
+                               "input_title": names[i], "note": notes[i]}))
+                captions.append(f"image {i} ({sel.sources[i]}): {titles[i]}".replace("\n", "; ") +
+                                (f". {notes[i]}" if notes[i] else ""))
+        heads_calls, heads_headings = self._all_heads_calls(result, fig_dir, names)
+        paths = render_all(calls + [c for cs in heads_calls for c in cs], desc="attribution figures")
         figures = [Figure(path, caption) for path, caption in zip(paths, captions)]
         per_set = len(sel) + 1   # the sheet, then the images' figures
-        return [Section(f"{m.method}: " + (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}",
-                        figures=figures[k * per_set:(k + 1) * per_set]) for k, m in enumerate(result.maps)]
+        sections = [Section(f"{m.method}: " + (f"head {m.head}, " if self.ctx.multihead else "") + f"layer {m.layer}",
+                            figures=figures[k * per_set:(k + 1) * per_set]) for k, m in enumerate(result.maps)]
+        rest, first = paths[len(calls):], []
+        for heading, cs in zip(heads_headings, heads_calls):   # the heads side by side: first
+            first.append(Section(heading, figures=[Figure(p, f"{names[i]} ({sel.sources[i]}): every head")
+                                                   for i, p in enumerate(rest[:len(cs)])]))
+            rest = rest[len(cs):]
+        return first + sections
+
+    def _all_heads_calls(self, result: AttributionMaps, fig_dir: Path, names: list[str]):
+        """A multi-head model: per method and layer, one figure per image with the input and every head's
+        map side by side (the point of the multi-head network). ``(calls per group, headings)``."""
+        from pipeline.rendering.figures import render_gradcam_sheet
+
+        if not self.ctx.multihead:
+            return [], []
+        sel, groups = result.images, {}
+        for m in result.maps:
+            groups.setdefault((m.method, m.layer), []).append(m)
+        calls, headings = [], []
+        for (method, layer), sets in groups.items():
+            if len(sets) < 2:
+                continue
+            d = fig_dir / "attribution" / safe_name(method) / "all_heads" / safe_name(layer)
+            shown = [display_maps(m.result, self.scale) for m in sets]
+            titles = [self._titles(m) for m in sets]
+            group = []
+            for i in range(len(sel)):
+                group.append((render_gradcam_sheet,
+                              (sel.images[i:i + 1].repeat(len(sets), 1, 1, 1), torch.stack([s[i] for s in shown]),
+                               [t[i] for t in titles], d / f"image{i:02d}.png"),
+                              {"alpha": self.alpha, "cmap": self.cmap, "ncols": len(sets),
+                               "input_titles": [names[i]] * len(sets),
+                               "masks": None if sel.masks is None else sel.masks[i:i + 1].repeat(len(sets), 1, 1),
+                               "title": f"{method} at {layer}, image {i} ({sel.sources[i]}): every head "
+                                        f"({self.scale.replace('_', '-')} scale)"}))
+            calls.append(group)
+            headings.append(f"{method}: every head side by side, layer {layer}")
+        return calls, headings
+
+    def _image_names(self, sel: Selection) -> list[str]:
+        """Per image ``image <i>: <its class in words>`` (the input tiles' labels)."""
+        return [f"image {i}: " + image_words(int(label), self.ctx.class_names, self.ctx.dataset_name)
+                for i, label in enumerate(sel.labels)]
+
+    def _binary_notes(self, m: MapSet) -> list[str]:
+        """Per image: for class 0 of a one-output head, what its map shows (else "")."""
+        if not bool(m.result.binary):
+            return [""] * len(m.result.targets)
+        names = self._names(m.head)
+        return [binary_class0_note(m.head, names) if int(t) == 0 else "" for t in m.result.targets]
 
     def _render_per_target(self, result: AttributionMaps, fig_dir: Path) -> list[Section]:
         """gradcam.target=[...]: per image a row of overlays, one column per target, each titled with its
@@ -151,11 +213,14 @@ class AttributionMapsJob:
             titles = [[title + (f"\n{flag}" if flag else "")
                        for title, flag in zip(self._titles(m), map_flags(m.result.maps))] for m in sets]
             targets = ", ".join(m.target for m in sets)
+            names = self._image_names(sel)
+            mk = sel.masks
             for i in range(n):
                 calls.append((render_gradcam_sheet,
                               (sel.images[i:i + 1].repeat(t, 1, 1, 1), shown[:, i], [ts[i] for ts in titles],
                                d / f"image{i:02d}.png"),
-                              {"alpha": self.alpha, "cmap": self.cmap, "ncols": t,
+                              {"alpha": self.alpha, "cmap": self.cmap, "ncols": t, "input_titles": [names[i]] * t,
+                               "masks": None if mk is None else mk[i:i + 1].repeat(t, 1, 1),
                                "title": f"{method}, {where}, image {i} ({sel.sources[i]})"}))
                 captions.append(f"image {i} ({sel.sources[i]}): targets {targets}")
             order = [(j, i) for i in range(n) for j in range(t)]   # a row per image, a column per target
@@ -163,6 +228,8 @@ class AttributionMapsJob:
                           (sel.images[[i for _, i in order]], shown[[j for j, _ in order], [i for _, i in order]],
                            [titles[j][i] for j, i in order], d / "sheet.png"),
                           {"alpha": self.alpha, "cmap": self.cmap, "ncols": t,
+                           "input_titles": [names[i] for _, i in order],
+                           "masks": None if mk is None else mk[[i for _, i in order]],
                            "title": f"{method}, {where}, {self.scale.replace('_', '-')} scale: "
                                     f"a row per image, a column per target"}))
             captions.append(f"{method}, all images (a row each), targets {targets}")
@@ -187,6 +254,15 @@ class AttributionMapsJob:
                              f": image {i}'s map is {f}; its min-max scaled overlay would look as confident as the "
                              f"others (gradcam.scale=shared shows it on the figure's common scale)"
                              for i, f in enumerate(map_flags(m.result.maps)) if f.startswith("near-zero")]
+            zeros = int((m.result.targets == 0).sum()) if bool(m.result.binary) else 0
+            if zeros:
+                observations.append(
+                    f"{m.method} at {m.layer}" + (f", head {m.head}" if self.ctx.multihead else "") +
+                    f": {zeros} of {len(sel)} maps explain class 0 ({names[0]}) of a one-output head as -logit, the "
+                    f"evidence for {names[0]} over {names[1]}: it can lie where the line is not, and the tiles say so"
+                    + ("; the pointing game below counts them (a head whose class 0 maps all point off the line "
+                       "scores about its class 1 share)" if sel.masks is not None else "")
+                    + " (docs/gradcam.md)")
             if sel.masks is not None:
                 loc_rows.append([m.method, m.head, m.layer, *localization(m.result.maps, sel.masks)])
         tables = [Table("Explained class per image", ["method", "head", "layer", "image", "source",
@@ -203,8 +279,11 @@ class AttributionMapsJob:
         title = "Class-activation heatmaps (Grad-CAM)" if names == ["gradcam"] else f"Attribution maps ({', '.join(names)})"
         return Section(title, paragraphs=[
             "Each figure: the input, the raw map at the layer's resolution (the input's for the gradient methods) "
-            "and the map laid over the input. Grad-CAM weighs the layer's channels by the spatial mean of the target "
-            "score's gradient and keeps the positive part of the weighted sum, upsampled bilinearly. Stored under "
+            "and the map laid over the input's brightness (each pixel's maximum over the colour channels, so a blue "
+            "line stays as bright as a red one); a magenta outline marks the ground-truth mask where the data has one. "
+            "Grad-CAM weighs the layer's channels by the spatial mean of the target score's gradient and keeps the "
+            "positive part of the weighted sum, upsampled bilinearly with each cell at the centre of its receptive "
+            "field (an unpadded convolution's map does not cover the image's border). Stored under "
             "attribution/<method>/<head>/<layer> in visualization.h5."],
             observations=observations, tables=tables, subsections=figures,
             key_numbers=self.key_numbers(rows, loc_rows))
@@ -223,10 +302,13 @@ class AttributionMapsJob:
         return head_class_names(head, self.ctx.head_classes[head], self.ctx.class_names)
 
     def _titles(self, m: MapSet) -> list[str]:
-        """Per image ``<head>: <class> (p=...)``; with several targets ``<target>: <class> (p=...)``
-        (the head is then in the figure's title)."""
+        """Per image ``<head>: <class> (p=...)``; with several targets ``<head> <target>: <class> (p=...)``;
+        class 0 of a one-output head adds ``(-logit: not <class 1>)``: its map is the evidence against class 1."""
         names = self._names(m.head)
-        return [f"{m.target or m.head}: {names[int(t)]} (p={float(p):.2f})" for t, p in zip(m.result.targets, m.result.probs)]
+        who = f"{m.head} {m.target}" if m.target else m.head
+        return [f"{who}: {names[int(t)]} (p={float(p):.2f})" +
+                (f"\n(-logit: not {names[1]})" if bool(m.result.binary) and int(t) == 0 else "")
+                for t, p in zip(m.result.targets, m.result.probs)]
 
     def _true_name(self, head: str, label: int, names) -> str:
         if label < 0:
@@ -237,6 +319,12 @@ class AttributionMapsJob:
 
 
 SCALES = ("per_image", "shared")
+
+
+def binary_class0_note(head: str, names: list[str]) -> str:
+    """What a class 0 map of a one-output head shows (its score is ``-logit``)."""
+    return (f"head {head} has one output: '{names[0]}' is explained as -logit, the evidence for {names[0]} "
+            f"over {names[1]}; it can lie where the line is not (gradcam.target=1 maps {names[1]}'s +logit)")
 NEAR_ZERO = 0.01  # a map whose maximum is below 1 % of the largest map of its figure
 
 

@@ -62,7 +62,7 @@ def _job(scale: str) -> AttributionMapsJob:
     from types import SimpleNamespace
 
     job = object.__new__(AttributionMapsJob)
-    job.ctx = SimpleNamespace(head_classes={"class": 2}, class_names=["a", "b"], multihead=False)
+    job.ctx = SimpleNamespace(head_classes={"class": 2}, class_names=["a", "b"], multihead=False, dataset_name="toy")
     job.alpha, job.cmap, job.scale, job.methods = 0.5, "jet", scale, {"gradcam": None}
     return job
 
@@ -82,7 +82,7 @@ def test_the_job_labels_tiles_and_reports_near_zero_maps(tmp_path, monkeypatch):
     figs = job.render(result, tmp_path)
     assert seen["titles"] == ["class: a (p=1.00)", "class: a (p=1.00)\nblank (no positive evidence)",
                               "class: a (p=1.00)\nnear-zero (max 5.0e-05, 0.0% of the largest)"]
-    assert seen["title"] == "gradcam at features.conv1 (shared scale)"
+    assert seen["title"] == "gradcam, layer features.conv1 (shared scale)"
     assert float(seen["maps"][2].max()) == pytest.approx(2.5e-5)
     assert figs[0].figures[3].caption == "image 2 (test[2]): class: a (p=1.00); near-zero (max 5.0e-05, 0.0% of the largest)"
     obs = job.section(result, figs).observations

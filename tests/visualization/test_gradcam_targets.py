@@ -56,13 +56,13 @@ def test_top1_top2_maps_per_head_equal_direct_gradcam_calls(tiny_trained, monkey
             assert (top2 != logits[head].argmax(1).numpy()).all() if head == "angle" else True
         with pytest.raises(KeyError, match="stored per target"):
             h5.attribution("gradcam", "angle", "features.conv3")
-    # per head: a figure per image with one column per target, titled target: class (p=...), and a sheet
+    # per head: a figure per image with one column per target, titled head target: class (p=...), and a sheet
     angle = [c for c in calls if c[0].parent.parent.name == "angle"]
     assert [path.name for path, *_ in angle] == ["image00.png", "image01.png", "image02.png", "sheet.png"]
     assert all(ncols == 2 for _, _, ncols, _ in calls) and len(calls) == 4 * len(HEADS)
     assert all("head angle" in title for *_, title in angle)
     names0 = [t.split("\n")[0] for t in angle[0][1]]
-    assert [t.split(":")[0] for t in names0] == ["top1", "top2"] and all("(p=" in t for t in names0)
+    assert [t.split(":")[0] for t in names0] == ["angle top1", "angle top2"] and all("(p=" in t for t in names0)
     assert len(angle[3][1]) == 6   # 3 images x 2 targets
     figs = run_dir / "figures" / "attribution" / "gradcam" / "angle" / "features.conv3"
     assert (figs / "sheet.png").is_file() and (figs / "image02.png").is_file()
