@@ -50,6 +50,7 @@
     ctx.drawImage(small, 0, 0, W * SCALE, H * SCALE);
     if (mask) {  // outline on the pixel edges between mask and background
       ctx.strokeStyle = "#ff00ff"; ctx.lineWidth = 1; ctx.beginPath();
+      ctx.translate(0.5, 0.5);  // a 1-px line on pixel row/column y * SCALE, not smeared over two
       const at = (y, x) => y >= 0 && y < H && x >= 0 && x < W && mask[y * W + x] > 0;
       for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
         if (!at(y, x)) continue;
