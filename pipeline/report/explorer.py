@@ -15,11 +15,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 
-from pipeline.storage.h5_reader import H5Run
-
-__all__ = ["explorer_data", "write_explorer", "explorer_section", "quantize", "lut", "ASSETS"]
+__all__ = ["explorer_data", "write_explorer", "explorer_section", "sweep_explorers_section", "quantize", "lut", "ASSETS"]
 
 ASSETS = Path(__file__).with_name("explorer_assets")
 ATTR_ALPHA = 0.5   # the overlay's opacity at the map's peak (each pixel: ATTR_ALPHA x map), as the Grad-CAM figures
@@ -37,6 +34,8 @@ def quantize(values, lo: float, hi: float) -> np.ndarray:
 
 def lut(name: str) -> np.ndarray:
     """The 256 RGB bytes of a matplotlib colour map [256, 3]."""
+    from matplotlib import colormaps
+
     return np.round(colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
@@ -60,6 +59,7 @@ def _head_names(head: str, k: int, class_names: list[str]) -> list[str]:
 def explorer_data(h5_path: Path) -> dict:
     """Everything the page shows, as JSON-ready values (see the module docstring)."""
     from pipeline.data.lines_labels import readable_name
+    from pipeline.storage.h5_reader import H5Run
 
     with H5Run(h5_path) as run:
         attrs = run.attrs
@@ -164,6 +164,23 @@ def explorer_section(path: Path) -> "Section":
     if "links" in {f.name for f in dataclasses.fields(Section)}:
         return Section("Explorer", paragraphs=[text], links=[("explorer.html", str(path))], anchor="explorer")
     return Section("Explorer", paragraphs=[text, f"Open {Path(path).name} next to this report."])
+
+
+def sweep_explorers_section(runs) -> "Section | None":
+    """The sweep index's links to each run's explorer page (``runs``: label and run folder pairs); None
+    when no run has one."""
+    import dataclasses
+
+    from pipeline.report.sections import Section, Table
+
+    pages = [(label, Path(path) / "explorer.html") for label, path in runs if (Path(path) / "explorer.html").is_file()]
+    if not pages:
+        return None
+    text = "Each run's explorer: one page to click through its images, layers, attribution maps and units."
+    if "links" in {f.name for f in dataclasses.fields(Section)}:
+        return Section("Explorers", paragraphs=[text], links=[(label, str(p)) for label, p in pages], anchor="explorers")
+    return Section("Explorers", paragraphs=[text], tables=[Table("Explorer pages", ["run", "page"],
+                                                                 [[label, str(p)] for label, p in pages])])
 
 
 def _escape(s: str) -> str:

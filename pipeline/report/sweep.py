@@ -16,6 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from pipeline.report.explorer import sweep_explorers_section
 from pipeline.report.html import Section, Table, atomic_write, write_sweep_index
 from pipeline.report.sweep_runs import SweepRun, collect_runs
 
@@ -77,6 +78,8 @@ def write_index_for(sweep_dir: Path, title: str = "") -> Path | None:
                         "(below the threshold passes the sanity check)."],
             tables=[Table("Scores per run, method and head", [c.replace("_", " ") for c in columns],
                           [[r.get(c) for c in columns] for r in scores])]))
+    explorers = sweep_explorers_section([(r.label, r.path) for r in runs if r.status == "complete"])
+    sections += [explorers] if explorers else []  # a link to each run's explorer.html
     failed = [r for r in runs if r.failed]
     record = {"sweep_dir": str(sweep_dir), "runs": [r.row() for r in runs], "total": len(runs), "failed": len(failed)}
     atomic_write(sweep_dir / "sweep.json", json.dumps(record, indent=2, default=str))
