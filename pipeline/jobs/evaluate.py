@@ -205,10 +205,33 @@ class EvaluateJob:
                                    f"methods; deletion/insertion on the first {result.faithfulness_images}, the "
                                    f"randomization check on the first {result.sanity_images} ({self.sanity_repeats} "
                                    f"random re-initializations each). Full table: evaluation.csv / evaluation.json."],
-                       observations=evaluation_observations(result.rows, result.has_masks),
+                       observations=evaluation_observations(result.rows, result.has_masks)
+                       + self.binary_head_observations(result),
                        tables=[Table("Scores per method and head", [c.replace("_", " ") for c in COLUMNS],
                                      [[r.get(c) for c in COLUMNS] for r in result.rows])],
                        figures=figures, key_numbers=self.key_numbers(result.rows))
+
+    def binary_head_observations(self, result: Evaluation) -> list[str]:
+        """Per method and one-output head: the pointing game of the class 0 and the class 1 images apart.
+        Class 0 (short, thin, red) is explained as -logit, the evidence for it over class 1, which can lie
+        where the line is not: the table's pointing game mixes the two (docs/gradcam.md)."""
+        from pipeline.data.lines_labels import head_class_names
+
+        out = []
+        for (method, head), stored in result.arrays.items():
+            arrays = stored["arrays"]
+            if self.ctx.head_classes.get(head) != 2 or "pointing_game" not in arrays:
+                continue
+            t, hits = np.asarray(arrays["targets"]), np.asarray(arrays["pointing_game"], dtype=float)
+            if not (t == 0).any() or not (t == 1).any():
+                continue
+            n0, n1 = head_class_names(head, 2, self.ctx.class_names)
+            out.append(f"{method}, head {head} (one output): the pointing game is {hits[t == 0].mean():.0%} on the "
+                       f"{int((t == 0).sum())} images explained as {n0} (class 0: -logit, the evidence for {n0} over "
+                       f"{n1}, which can lie where the line is not) and {hits[t == 1].mean():.0%} on the "
+                       f"{int((t == 1).sum())} {n1} images; the table's {hits.mean():.0%} mixes the two "
+                       "(docs/gradcam.md).")
+        return out
 
     @staticmethod
     def key_numbers(rows: list[dict]) -> dict[str, float]:

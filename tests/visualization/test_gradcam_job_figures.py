@@ -101,3 +101,21 @@ def test_a_single_output_model_gets_no_every_head_figure(tmp_path, monkeypatch):
     (titles, kw), = sheets
     assert titles == ["class: 7 (p=0.75)", "class: 3 (p=0.75)"]
     assert kw["input_titles"] == ["image 0: digit 7", "image 1: digit 2"] and kw["masks"] is None
+
+
+def test_the_evaluation_says_why_a_one_output_heads_pointing_game_is_mixed():
+    import numpy as np
+
+    from pipeline.jobs.evaluate import Evaluation, EvaluateJob
+
+    job = object.__new__(EvaluateJob)
+    job.ctx = SimpleNamespace(head_classes=dict(HEADS), class_names=class_names())
+    arrays = {("gradcam", "length"): {"arrays": {"targets": np.array([0, 0, 0, 0, 1, 1]),
+                                                 "pointing_game": np.array([0, 0, 0, 1, 1, 1], bool)}, "attrs": {}},
+              ("gradcam", "angle"): {"arrays": {"targets": np.array([0, 1, 2, 3, 4, 5]),
+                                                "pointing_game": np.ones(6, bool)}, "attrs": {}}}
+    ev = Evaluation(torch.arange(6), [], arrays, has_masks=True)
+    assert job.binary_head_observations(ev) == [
+        "gradcam, head length (one output): the pointing game is 25% on the 4 images explained as short (class 0: "
+        "-logit, the evidence for short over long, which can lie where the line is not) and 100% on the 2 long "
+        "images; the table's 50% mixes the two (docs/gradcam.md)."]
