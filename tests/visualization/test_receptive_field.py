@@ -170,3 +170,18 @@ def test_every_cam_places_its_map_and_score_cam_its_masks():
 def test_bad_placement_is_refused():
     with pytest.raises(ValueError, match="placement"):
         GradCAM(CNNBasic(), "features.conv1", placement="centre")
+
+
+@pytest.mark.parametrize("factory,channels", [(CNNBasic, 1), (MultiHead, 3)])
+def test_the_trace_and_the_probe_agree_on_the_projects_models(factory, channels):
+    torch.manual_seed(0)
+    m = factory().eval()
+    x = torch.zeros(1, channels, 28, 28)
+    for name, mod in m.features.named_children():
+        if name == "gap":
+            continue
+        traced, _ = trace_geometry(m, mod, x)
+        probed, why = probe_geometry(m, mod, x.shape[1:])
+        assert why == "", name
+        assert (probed.y.stride, probed.y.offset, probed.x.stride, probed.x.offset) == \
+               (traced.y.stride, traced.y.offset, traced.x.stride, traced.x.offset), name
