@@ -59,8 +59,10 @@ def resolve_resume(cfg: DictConfig) -> str | None:
                 log.warning("resume=latest: skipping %s: it does not load (%s)", path, str(exc).splitlines()[0])
                 skipped.append(path)
                 continue
-            run_dir = path.parent.parent
-            log.info("resume=latest: continuing the run %s from %s", run_dir, path.name)
+            first = path == found.checkpoint
+            log.info("resume=latest: continuing the run %s from %s (%s%s)", path.parent.parent, path.name,
+                     f"{found.state}, started {found.record.get('started', '?')}" if first else "an older candidate",
+                     "" if not skipped else f"; {len(skipped)} newer checkpoint(s) skipped: they do not load")
             return str(path)
         raise NoCheckpointError(
             f"resume=latest: no checkpoint of the interrupted runs of dataset={cfg.data.name} model={cfg.model.name} "

@@ -84,19 +84,29 @@ def _interrupted_run(root: Path, name: str, ckpt_bytes: bytes | None = None) -> 
     return last
 
 
-def test_a_corrupt_checkpoint_picked_by_resume_latest_names_the_file_and_how_to_skip_it(tmp_path, capsys):
+def test_resume_latest_skips_a_checkpoint_that_does_not_load(tmp_path, caplog):
     older = _interrupted_run(tmp_path, "older")
     good = older.read_bytes()
-    newest = _interrupted_run(tmp_path, "newest", good[: len(good) // 2])  # truncated by a crash mid-write
+    truncated = _interrupted_run(tmp_path, "newer", good[: len(good) // 2])  # truncated by a crash mid-write
+    empty = _interrupted_run(tmp_path, "newest", b"")  # 0 bytes: an older version's in-place write, killed
+    cfg = compose_cfg(tmp_path, [*TINY["lines"], "model=cnn_basic", *QUIET_TRAINER, "resume=latest"])
+    with caplog.at_level("INFO"):
+        assert resolve_resume(cfg) == str(older)  # never the newer ones that do not load
+    assert f"skipping {empty}" in caplog.text and f"skipping {truncated}" in caplog.text
+    assert "2 newer checkpoint(s) skipped" in caplog.text
+
+
+def test_resume_latest_with_no_checkpoint_that_loads_names_them(tmp_path, capsys):
+    empty = _interrupted_run(tmp_path, "newest", b"")
+    truncated = _interrupted_run(tmp_path, "older", b"PK\x03\x04 cut")
     cfg = compose_cfg(tmp_path, [*TINY["lines"], "model=cnn_basic", *QUIET_TRAINER, "resume=latest"])
     with pytest.raises(SystemExit) as info:
         run_job(run_training, cfg)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert f"resume=latest picked {newest}" in err and "cannot load it" in err
-    assert "move or delete it" in err and str(older) in err  # how to skip it, and what comes next
-    assert "Continue it with" not in err and "Resume it with" not in err
+    assert "no checkpoint of the interrupted runs" in err and str(empty) in err and str(truncated) in err
+    assert "drop resume=" in err
     assert not Path(cfg.paths.output_dir).exists()
 
 

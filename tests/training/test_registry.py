@@ -109,4 +109,4 @@ def test_resume_latest_says_which_run_it_continues(tiny_cfg, tmp_path, caplog):
     torch.save({"state_dict": {}, "epoch": 1}, run_dir / "checkpoints" / "last.ckpt")
     with caplog.at_level("INFO"):
         assert resolve_resume(cfg) == str(run_dir / "checkpoints" / "last.ckpt")
-    assert f"continuing the interrupted run {run_dir}" in caplog.text
+    assert f"continuing the run {run_dir} from last.ckpt (interrupted" in caplog.text
