@@ -213,9 +213,8 @@ class FiltersJob:
             if targets is None and self.max_filters and objective != "class":
                 targets = list(range(min(vis.n_units, self.max_filters)))
             if layer == self.kernel_layer:
-                s = self.settings_for(objective)
-                out.append(kernel_pictures(self.ctx.net, layer, self.ctx.input_shape, targets, s["channels"],
-                                           settings={**s, "seed": self.seed}))
+                out.append(kernel_pictures(self.ctx.net, layer, self.ctx.input_shape, targets,
+                                           self.settings_for(objective)["channels"]))
                 continue
             out.append(vis(targets, objective=objective, seed=self.seed, **self.settings_for(objective)))
         convs = conv_layer_names(self.ctx.net)
@@ -298,10 +297,18 @@ class FiltersJob:
                          self.class_names(res.layer)[best] if res.objective == "class" else best,
                          float(res.scores.max())])
         return Section("Filter patterns (feature visualization)",
-                       paragraphs=["The picture each unit wants, all targets of a layer in one batch; "
+                       paragraphs=["The picture each unit wants, all targets of a layer in one batch, by gradient "
+                                   "ascent from a blank grey image; "
                                    + "; ".join(f"{kind} pictures: {self.how(self.settings_for(kind))}"
-                                               for kind in dict.fromkeys(o for _, o in self.jobs))
-                                   + " (transforms drawn per step). Scores: "
+                                               for kind in dict.fromkeys(o for n, o in self.jobs
+                                                                         if n != self.kernel_layer))
+                                   + " (transforms drawn per step)."
+                                   + (f" {self.kernel_layer} reads the image, so each of its units is linear in the "
+                                      f"pixels and its best input under a norm bound is its kernel: its pictures are "
+                                      f"grey + the kernel ({self.how({'param': 'kernel'})}), scored by the centre "
+                                      f"unit." if self.kernel_layer else "")
+                                   + " Unit pictures are ranked by score (= lowest loss, loss = -score); class "
+                                   f"pictures stand in class order, 'not reached' where p < {self.reached:g}. Scores: "
                                    + "; ".join(f"{k}: {v}" for k, v in LEGEND.items())
                                    + ". Stored under filters/<layer>/<objective>, raw kernels under kernels/<layer>."],
                        observations=feature_observations(result, self),

@@ -36,6 +36,7 @@ TITLE_PT = 9.0
 GAP = 0.8           # grey of the gaps between tiles (label bands are white)
 FLAG_COLOUR = "#c00000"                     # a failed tile's label and frame ("not reached")
 FLAG_BAND = np.array([1.0, 0.85, 0.85], np.float32)  # ... and its label band
+MIN_TILE_PX = 12    # narrower tiles are drawn with each pixel a block of pixels
 CBAR_IN = 0.75      # height of a colour bar band (bar, ticks, label), inches
 REACHED = 0.5       # a class picture "reaches" its class when the model gives it p >= this
 
@@ -63,6 +64,9 @@ def _tile_grid(tiles: np.ndarray, labels: list[str], path, title: str, legend: s
     ``flagged``: indices of tiles marked as failed (label band tinted :data:`FLAG_BAND`, label in
     :data:`FLAG_COLOUR`, a frame of that colour around the tile). ``colorbar``: ``(cmap, vmin, vmax, label)``
     for a horizontal colour bar between the grid and the legend."""
+    up = math.ceil(MIN_TILE_PX / tiles.shape[2])  # a small crop (a 3x3 receptive field): blocks of pixels, so
+    if up > 1:                                      # that label bands and gaps keep a sensible size
+        tiles = tiles.repeat(up, axis=1).repeat(up, axis=2)
     n, h, w, _ = tiles.shape
     flagged = sorted({int(i) for i in flagged})
     nrows, ncols = grid_shape(n, ncols)

@@ -43,14 +43,13 @@ def reads_the_input(model: nn.Module, layer: str, input_shape) -> bool:
     return len(seen) == 1 and seen[0] is x
 
 
-def kernel_pictures(model: nn.Module, layer: str, input_shape, targets=None, channels=None,
-                    settings: dict | None = None) -> FeatureResult:
+def kernel_pictures(model: nn.Module, layer: str, input_shape, targets=None, channels=None) -> FeatureResult:
     """For each unit (channel) of the first convolution ``layer``: grey + 0.5 x its centre unit's input gradient
     / the gradient's max |.| (the kernel on the unit's receptive field), scored by the neuron objective.
 
     ``channels``: only these input channels (the others 0, the gradient kept to them). ``start_scores``: the
-    centre unit on the blank grey image. ``settings`` (the job's, for the record) get ``param="kernel"``,
-    ``steps=0`` and ``window``: the rows and columns ``[r0, r1, c0, c1)`` that hold every unit's receptive field."""
+    centre unit on the blank grey image. ``settings``: ``param="kernel"``, no transforms, no steps, the channels,
+    and ``window``: the rows and columns ``[r0, r1, c0, c1)`` that hold every unit's receptive field."""
     vis = FeatureVisualizer(model, layer, input_shape)
     if not reads_the_input(model, vis.layer_name, input_shape):
         raise ValueError(f"{vis.layer_name!r} is not a convolution applied to the input itself: its best input "
@@ -82,9 +81,8 @@ def kernel_pictures(model: nn.Module, layer: str, input_shape, targets=None, cha
     rows, cols = lit.any(1).nonzero().flatten(), lit.any(0).nonzero().flatten()
     window = [int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1] if len(rows) else \
         [0, int(input_shape[1]), 0, int(input_shape[2])]
-    s = {**(settings or {}), "objective": "neuron", "param": "kernel", "transforms": [], "steps": 0, "polish": 0,
-         "restarts": 1, "copies": 1, "channels": None if channels is None else sorted(int(i) for i in channels),
-         "window": window}
+    s = {"objective": "neuron", "param": "kernel", "transforms": [], "steps": 0, "grey": GREY,
+         "channels": None if channels is None else sorted(int(i) for i in channels), "window": window}
     scores, start = scores.detach().float().cpu(), start.detach().float().cpu()
     return FeatureResult(layer=vis.layer_name, objective="neuron", targets=t.cpu(), patterns=pictures.detach().float().cpu(),
                          scores=scores, start_scores=start, ranking=torch.argsort(scores, descending=True, stable=True),

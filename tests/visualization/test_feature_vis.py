@@ -189,9 +189,12 @@ def test_dataset_prior_fills_what_is_not_given(multi):
     res = job.compute(None, 8)["patterns"][0]
     assert (res.settings["lhalf"], res.settings["centre"], res.settings["channels"]) == (20.0, 100.0, [0, 2])
     assert float(res.patterns[:, 1].abs().max()) == 0.0 and float(res.patterns[:, [0, 2]].max()) > 0  # green stays 0
-    res = FiltersJob(ctx, ["features.conv1"], 0, steps=1, priors=priors).compute(None, 8)["patterns"][0]
+    res = FiltersJob(ctx, ["features.conv1"], 0, steps=1, priors=priors, first_layer="ascent").compute(None, 8)
+    res = res["patterns"][0]
     assert (res.settings["lhalf"], res.settings["centre"], res.settings["channels"]) == (0.0, 0.0, [0, 2])
     assert float(res.patterns[:, 1].abs().max()) == 0.0  # green stays 0 in unit pictures too
+    res = FiltersJob(ctx, ["features.conv1"], 0, priors=priors).compute(None, 8)["patterns"][0]  # grey + kernel
+    assert res.settings["channels"] == [0, 2] and float(res.patterns[:, 1].abs().max()) == 0.0
     with pytest.raises(CnnvisError, match="filters.channels"):
         FiltersJob(ctx, ["features.conv1"], 0, steps=1, channels=[3])
 

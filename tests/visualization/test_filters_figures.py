@@ -120,7 +120,7 @@ def test_first_layer_pictures_are_the_kernels_and_lead_the_figures(multi, tmp_pa
     assert "grey + the kernel itself" in grid.texts[0].get_text().replace("\n", " ")
     legend = _legend(grid)
     assert "best input is its kernel itself" in legend and f"rows {r0}-{r1 - 1}" in legend
-    assert tile.shape[1] < 28  # cropped (4 tiles of 3 + 2 px each, with the gaps)
+    assert tile.shape[1] == 2 * 15 + 1  # 2 x 2 tiles cropped to 3 + 2 px, drawn 3 x 3 px per pixel, a 1-px gap
     kernels = saved["features.conv1_kernels.png"]
     assert len(kernels.axes) == 2 and "weight" in kernels.axes[1].get_xlabel()  # the colour bar
     assert "so under a norm bound its best input is its kernel itself" in _legend(kernels)
