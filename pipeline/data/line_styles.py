@@ -287,11 +287,11 @@ def _pool_moves(labels, style: LineStyle, pools, seed: int, image_size: int) -> 
         names, counts = np.unique(pools[members], return_counts=True)
         if len(names) > len(positions):
             raise ValueError(f"class {label} has {len(positions)} positions, fewer than its {len(names)} splits")
-        exact = counts / counts.sum() * len(positions)
-        quota = np.maximum(np.floor(exact).astype(int), 1)
+        share = counts * len(positions)                   # in integers: no rounding noise decides a tie
+        quota = np.maximum(share // counts.sum(), 1)
         while quota.sum() > len(positions):
             quota[np.argmax(quota)] -= 1
-        for i in np.argsort(-(exact - np.floor(exact)), kind="stable"):
+        for i in np.argsort(-(share % counts.sum()), kind="stable"):
             if quota.sum() >= len(positions):
                 break
             quota[i] += 1

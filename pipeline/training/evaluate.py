@@ -107,6 +107,9 @@ def run_evaluation(cfg: DictConfig) -> dict:
     root = getattr(datamodule, "root", None)
     extra = {"trained_on": hp.get("dataset"), "split": "test", "test_fraction": cfg.data.get("test_fraction"),
              "data_root": None if root is None else str(Path(root).resolve())}
+    distinct = getattr(datamodule, "distinct_images", None) or {}
+    if "test" in distinct:  # lines_folder: files that are exact copies count once here
+        extra["distinct_test_images"] = distinct["test"]
     metrics = artifacts.write_test_results(run_dir, module, dataset=datamodule.name, model_name=hp.get("name", "model"),
                                            checkpoint=ckpt, test_images=n_test, class_names=datamodule.class_names,
                                            extra=extra)
@@ -132,6 +135,10 @@ def summary_screen(cfg: DictConfig, summary: dict, datamodule) -> str:
              f"             ({summary['model']}, trained on {summary['trained_on']})",
              f" dataset:    {summary['dataset']}{where}",
              f" images:     {summary['test_images']} ({share})"]
+    distinct = (getattr(datamodule, "distinct_images", None) or {}).get("test")
+    if distinct is not None:
+        lines.append(f"             {distinct} distinct: {summary['test_images'] - distinct} files are exact copies"
+                     if distinct < summary["test_images"] else f"             all distinct")
     for head, m in summary["test"].items():
         mark = " <- main" if head == summary["main_head"] else ""
         lines.append(f" {head:<10}  accuracy {m['accuracy']:.4f}   macro F1 {m['f1_macro']:.4f}{mark}")

@@ -117,14 +117,31 @@ def test_positions_keep_the_gap_and_scan_in_raster_order():
         assert min(rows[0], cols[0]) == BLOCK_GAP or max(rows[-1], cols[-1]) == 27 - BLOCK_GAP
 
 
-def test_splits_never_share_an_image_but_repeat_within_one():
+def test_pools_get_their_own_positions_and_repeat_them():
+    """A class with 36 positions and 100 images in three pools (60 / 10 / 30): each pool cycles
+    through positions of its own, in proportion."""
+    d = decode_label(np.arange(NUM_CLASSES))
+    counts = [len(p) for p in course_positions(np.asarray([7, 15])[d["length"]], np.asarray([1, 3])[d["width"]],
+                                               np.asarray(ANGLES_DEG, dtype=np.float64)[d["angle"]])]
+    few = int(np.argmin(counts))
+    pools = np.repeat([0, 1, 2], [60, 10, 30])
+    p = draw_params(np.full(100, few), COURSE, 0, pools=pools)
+    moves = [{tuple(m) for m in np.rint(p.centres[pools == k] - block_centre(p.angles[pools == k])).astype(int)}
+             for k in range(3)]
+    assert not (moves[0] & moves[1]) and not (moves[0] & moves[2]) and not (moves[1] & moves[2])
+    assert sum(len(m) for m in moves) == counts[few] == 36
+    assert [len(m) for m in moves] == [22, 3, 11]          # 36 x (0.6, 0.1, 0.3), largest remainders
+    again = draw_params(np.full(100, few), COURSE, 0, pools=pools)
+    np.testing.assert_array_equal(p.centres, again.centres)
+
+
+def test_the_datamodule_splits_never_share_an_image():
     from pipeline.data.datamodules import LinesDataModule
 
-    dm = LinesDataModule(per_class=40, style="course", augment={"enabled": False}, progress=False)
+    dm = LinesDataModule(per_class=8, style="course", augment={"share": 0.5}, progress=False)
     dm.setup()
     seen = [{x.numpy().tobytes() for x in getattr(dm, k).images} for k in ("train", "val", "test")]
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
-    assert len(seen[2]) < len(dm.test)          # copies within a split, as in the course's folders
     images, _ = render(dm.render_params("test"))
     np.testing.assert_array_equal(images, dm.test.images.numpy())   # the probe redraws the same images
 

@@ -316,3 +316,77 @@ def test_config_composes_and_requires_root(tmp_path):
                                  "data.test_fraction=1.0"])
     with pytest.raises(ConfigError, match="data.test_fraction=1.0 leaves no images to train on.*python eval.py"):
         validate_train_config(cfg)
+
+
+# ---------------------------------------------------------------- exact copies
+
+@pytest.fixture
+def folder_with_copies(folder):
+    """The folder, plus 1-4 byte-identical copies of every file (new ids): 3 distinct images per
+    class shown by several files each, as the course's folders do."""
+    rng = np.random.default_rng(0)
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        next_id = PER_CLASS
+        for f in sorted(d.iterdir()):
+            for _ in range(int(rng.integers(1, 5))):
+                shutil.copyfile(f, d / f"{d.name}_{next_id}.jpg")
+                next_id += 1
+    return folder
+
+
+def _contents(split) -> set[bytes]:
+    return {x.numpy().tobytes() for x in split.images}
+
+
+def test_find_duplicates_counts_copies_and_conflicts():
+    a = np.zeros((6, 3, 2, 2), dtype=np.uint8)
+    a[1, 0, 0, 0] = a[3, 0, 0, 0] = a[4, 0, 0, 0] = 9      # images: A B A B B C
+    a[5, 2, 1, 1] = 7
+    dup = lf.find_duplicates(a, labels=np.array([0, 1, 0, 1, 2, 3]))
+    assert dup.groups.tolist() == [0, 1, 0, 1, 1, 2]
+    assert (dup.files, dup.distinct, dup.copies, dup.with_copies, dup.most_copies, dup.conflicting) == (6, 3, 3, 2, 3, 1)
+    assert "6 files show 3 distinct images: 3 files are exact copies" in dup.describe()
+    assert "1 images appear under two or more classes" in dup.describe()
+    assert lf.find_duplicates(a[[0, 1, 5]]).describe() == "3 files, all distinct"
+
+
+def test_split_by_distinct_image_keeps_copies_in_one_split(folder_with_copies, caplog):
+    dm = LinesFolderDataModule(root=str(folder_with_copies), progress=False, test_fraction=0.4)
+    with caplog.at_level("INFO", logger="pipeline.data.lines_folder_datamodule"):
+        dm.setup("fit")
+    n_files = sum(1 for _ in folder_with_copies.glob("*/*.jpg"))
+    assert dm.duplicates.files == n_files and dm.duplicates.distinct == 96 * PER_CLASS
+    assert f"{n_files} files show {96 * PER_CLASS} distinct images" in caplog.text
+    train, val, test = (_contents(s) for s in (dm.train, dm.val, dm.test))
+    assert not (train & test) and not (train & val) and not (val & test)   # no content in two splits
+    assert len(train) + len(val) + len(test) == 96 * PER_CLASS
+    assert dm.distinct_images == {"train": len(train), "val": len(val), "test": len(test)}
+    assert len(test) == round(96 * PER_CLASS * 0.4)          # the distinct images are split 60 / 40
+    assert torch.bincount(dm.test.labels, minlength=96).min() >= 1
+
+
+def test_split_by_file_leaks_copies_into_test(folder_with_copies):
+    dm = LinesFolderDataModule(root=str(folder_with_copies), progress=False, split_by="file")
+    dm.setup("fit")
+    assert len(_contents(dm.train) & _contents(dm.test)) > 50    # what the course's random split does
+    with pytest.raises(ValueError, match="data.split_by='random' is invalid"):
+        LinesFolderDataModule(root=str(folder_with_copies), split_by="random")
+
+
+def test_eval_summary_reports_distinct_images(folder_with_copies):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from pipeline.training.evaluate import summary_screen
+
+    dm = LinesFolderDataModule(root=str(folder_with_copies), progress=False, test_fraction=1.0)
+    dm.setup("test")
+    n = len(dm.test)
+    summary = {"model": "multihead", "dataset": "lines_folder", "checkpoint": "x.ckpt", "trained_on": "lines",
+               "test_images": n, "test": {}, "main_head": "aggregate", "run_dir": "out"}
+    text = summary_screen(OmegaConf.create({"data": {"root": str(folder_with_copies)}}), summary, dm)
+    assert f"images:     {n} (every image)" in text
+    assert f"{96 * PER_CLASS} distinct: {n - 96 * PER_CLASS} files are exact copies" in text
+    plain = summary_screen(OmegaConf.create({"data": {}}), summary, SimpleNamespace(train=None, val=None, test=dm.test))
+    assert "distinct" not in plain
