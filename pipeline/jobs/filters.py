@@ -195,14 +195,14 @@ class FiltersJob:
                     f"ascent on the channel's mean would only see the kernel's sum (every pixel all positions see gets "
                     f"the same gradient) and saturates the picture to a white or black field with a frame "
                     f"(filters.first_layer=ascent shows it).")
-        start = f"Gradient ascent starts from {self.start_words(res.settings)}. "
-        how = f" ({self.how(res.settings)})."
+        start = f"Gradient ascent starts from {self.start_words(res.settings)}; {self.how(res.settings)}."
         if res.objective == "class":
-            return (start + f"Tiles in class order; under each class: score = {LEGEND['class']}. 'not reached' (red): "
-                    f"p < {self.reached:g}, the model does not take the picture for its class; a black picture is one the "
-                    f"penalties emptied: no pixel raised the logit by more than it cost." + how)
-        return (start + f"#rank: by score, best first = by the loss the ascent minimises (loss = -score), lowest "
-                f"first; u<unit>: the channel; score = {LEGEND[res.objective]} on the picture." + how)
+            return (f"Tiles in class order; under each class: score = {LEGEND['class']}. 'not reached' (red): "
+                    f"p < {self.reached:g}, the model does not take the picture for its class.\n"
+                    f"A black picture is one the penalties emptied: no pixel raised the logit by more than it cost.\n"
+                    + start)
+        return (f"#rank: by score, best first = by the loss the ascent minimises (loss = -score), lowest first; "
+                f"u<unit>: the channel; score = {LEGEND[res.objective]} on the picture.\n" + start)
 
     def compute(self, images: Selection, batch_size: int) -> dict:
         """``{"patterns": [FeatureResult], "kernels": {layer: weights}}`` (patterns start from seeded noise)."""

@@ -46,9 +46,9 @@ def _np(x, dtype=np.float32) -> np.ndarray:
 
 
 def _wrap(text: str, width_in: float, size: float) -> str:
-    """``text`` wrapped to lines that fit ``width_in`` inches at ``size`` pt."""
+    """``text`` wrapped to lines that fit ``width_in`` inches at ``size`` pt (its own line breaks kept)."""
     chars = max(20, int(width_in * 72.0 / (CHAR_EM * size)))
-    return "\n".join(textwrap.wrap(text, chars)) or text
+    return "\n".join("\n".join(textwrap.wrap(line, chars)) for line in text.split("\n")) or text
 
 
 def _lines_in(text: str, size: float) -> float:

@@ -57,8 +57,9 @@ def test_legend_says_where_the_ascent_starts_and_how_tiles_are_ranked(multi):
     assert job.start_words(res.settings) == f"a blank grey image (every pixel 0.5, plus seeded noise of std {std:.2g})"
     assert f"{std:.2g}" == "0.05"
     legend = job.legend(res)
-    assert legend.startswith("Gradient ascent starts from a blank grey image (every pixel 0.5, plus seeded noise")
-    assert "#rank: by score, best first = by the loss the ascent minimises (loss = -score), lowest first" in legend
+    assert "\nGradient ascent starts from a blank grey image (every pixel 0.5, plus seeded noise" in legend
+    assert legend.startswith("#rank: by score, best first = by the loss the ascent minimises (loss = -score), lowest "
+                             "first")
     assert "score = mean activation of the channel on the picture" in legend
     s = {**res.settings, "channels": [0, 2], "restarts": 3}
     assert job.start_words(s).startswith("a blank grey image (0.5 in input channels [0, 2], the others 0, plus seeded "
@@ -84,7 +85,8 @@ def test_class_figures_in_class_order_with_not_reached_marks(multi, tmp_path, sa
     assert [s.split("\n")[1] for s in labels] == [f"{float(res.scores[i]):.3g} p={p[i]:.2f}" for i in range(12)]
     legend = _legend(fig)
     assert "Tiles in class order" in legend and f"'not reached' (red): p < {reached:g}" in legend
-    assert "a black picture is one the penalties emptied" in legend
+    assert "\nA black picture is one the penalties emptied" in fig.texts[1].get_text()  # starts a line of its own
+    assert "A black picture is one the penalties emptied: no pixel raised the logit by more than it cost." in legend
     assert "in class order" in fig.texts[0].get_text()
     with pytest.raises(Exception, match="filters.reached"):
         FiltersJob(_ctx(multi), None, 0, reached=1.0)
