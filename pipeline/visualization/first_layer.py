@@ -84,6 +84,6 @@ def kernel_pictures(model: nn.Module, layer: str, input_shape, targets=None, cha
     s = {"objective": "neuron", "param": "kernel", "transforms": [], "steps": 0, "grey": GREY,
          "channels": None if channels is None else sorted(int(i) for i in channels), "window": window}
     scores, start = scores.detach().float().cpu(), start.detach().float().cpu()
-    return FeatureResult(layer=vis.layer_name, objective="neuron", targets=t.cpu(), patterns=pictures.detach().float().cpu(),
-                         scores=scores, start_scores=start, ranking=torch.argsort(scores, descending=True, stable=True),
+    return FeatureResult(layer=vis.layer_name, objective="neuron", targets=t.cpu(),
+                         patterns=pictures.detach().float().cpu(), scores=scores, start_scores=start, ranking=torch.argsort(scores, descending=True, stable=True),
                          settings=s)

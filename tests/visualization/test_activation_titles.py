@@ -20,7 +20,8 @@ def test_class_words():
     digits = [str(i) for i in range(10)]
     assert image_words(7, digits, "mnist") == "digit 7"
     assert image_words(7, digits, "my_folder") == "7"  # only MNIST's names are digits drawn
-    assert image_words(5, ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"], "fashion_mnist") == "Sandal"
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"]
+    assert image_words(5, fashion, "fashion_mnist") == "Sandal"
     assert image_words(-1, digits, "mnist") == "class unknown" and image_words(10, digits, "mnist") == "class unknown"
     assert class_words("3", "mnist") == "digit 3" and class_words("15\u00b0", "lines") == "15\u00b0"
 
