@@ -8,14 +8,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Figure", "Table", "Section", "format_value"]
+__all__ = ["Figure", "Table", "Section", "format_percent", "format_value", "is_percent_column"]
 
 
 @dataclass
 class Figure:
     path: str | os.PathLike  # relative to the report's directory
-    caption: str = ""
+    caption: str = ""        # a line break starts a new line in the legend
     wide: bool | None = None  # span the whole row; None: decide from the image (aspect >= 2.2)
+    folded: bool = False     # shown under "n more figures", closed until clicked (the section's other figures first)
+    href: str | None = None  # where a click on the picture goes ("#anchor" of a section); None: the file at full size
+    max_width: int | None = None  # shown at most this wide (CSS px): a thumbnail; None: the picture's own width
 
 
 @dataclass
@@ -35,6 +38,10 @@ class Section:
     subsections: list["Section"] = field(default_factory=list)
     # the job's headline numbers (name -> value): a sweep's index shows them beside the run
     key_numbers: dict[str, Any] = field(default_factory=dict)
+    folded: bool = False       # everything below the heading closed until clicked (a <details>)
+    anchor: str | None = None  # the section's id in the page (links "#anchor"); None: made from the title
+    note: str = ""             # a short line beside the heading (what a folded section holds)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (text, href) shown under the paragraphs
 
 
 def format_value(value: Any) -> str:
@@ -66,3 +73,23 @@ def format_value(value: Any) -> str:
             text = f"{value:.{digits}g}"
         return text
     return str(value)
+
+
+def format_percent(share: float) -> str:
+    """A share in [0, 1] as the reports write a percentage: one decimal, as the jobs' sentences do
+    (``0.6234`` -> ``"62.3%"``), the exact ends without one (``"0%"``, ``"100%"``)."""
+    if share is None or (isinstance(share, float) and math.isnan(share)):
+        return "\u2013"
+    if share in (0, 1):
+        return f"{share * 100:.0f}%"
+    return f"{share * 100:.1f}%"
+
+
+#: table columns whose values are shares, shown as percentages (the jobs' sentences say "62.3% of the
+#: activations are zero"; the table beside them says the same, not 0.6234); matched in the lower-cased header
+PERCENT_COLUMNS = ("sparsity", "share", "energy", "pointing game", "dead channels", "zeros")
+
+
+def is_percent_column(header: str) -> bool:
+    h = header.lower()
+    return any(w in h for w in PERCENT_COLUMNS)

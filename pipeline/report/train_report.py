@@ -121,11 +121,15 @@ def _results_report(run_dir: Path, title: str, paragraphs: list[str], test: dict
             "drawn at the last epoch."], figures=curves))
     cms = confusion_figures(run_dir)
     if cms:
+        for fig in cms:  # the 96-class matrix of all heads together: opened on demand
+            fig.folded = Path(fig.path).stem == "aggregate" and len(cms) > 1
         sections.append(Section("Confusion matrices", paragraphs=[
             "Rows: true class, columns: predicted; colour: the fraction of the true class."], figures=cms))
     layers = run_dir / "layers.json"
     if layers.is_file():
-        sections.append(Section("Layers", tables=[layers_table(json.loads(layers.read_text()))]))
+        rows = json.loads(layers.read_text())
+        sections.append(Section("Layers", tables=[layers_table(rows)], folded=True,
+                                note=f"{len(rows)} layers, folded: click to open"))
     return write_report(run_dir / "index.html", title, sections, subtitle=str(run_dir))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -18,14 +19,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import CnnvisError
 from pipeline.leftovers import partial_path
-from pipeline.data.lines_labels import head_class_names, readable_name
+from pipeline.data.lines_labels import head_class_names
 from pipeline.jobs.base import build_jobs, execute, job_blocks
 from pipeline.jobs.target_choice import head_logits
 from pipeline.models.summary import format_layer_table
+from pipeline.report.deliverables import compact, deliverables_section, main_figure
 from pipeline.report.html import write_report
-from pipeline.report.sections import Section, Table
+from pipeline.report.explorer import explorer_section, write_explorer
+from pipeline.report.sections import Figure, Section, Table
 from pipeline.report.train_report import layers_table, metrics_table, redrawn_training_figures
 from pipeline.training.lit_module import head_probabilities, head_predictions
+from pipeline.visualization.class_words import image_words
 from pipeline.visualization.context import VisContext, load_context
 from pipeline.visualization.inputs import Selection, select_images
 
@@ -65,8 +69,9 @@ def checkpoint_line(info: dict) -> str:
 
 
 def _model_section(ctx: VisContext, fig_dir: Path) -> Section:
-    """The checkpoint, its test metrics and its training run's figures, drawn again into
-    ``fig_dir`` from the run's numbers (so a run trained by an older version looks like today's)."""
+    """The checkpoint, its test metrics, a link to its training run's report, and that run's figures
+    drawn again into ``fig_dir`` from the run's numbers (so a run trained by an older version looks
+    like today's; the page keeps working when the run folder is moved alone), folded."""
     tables = []
     paragraphs = [checkpoint_line(checkpoint_info(ctx)).capitalize(), f"Trained on {ctx.dataset_name}; {len(ctx.class_names)} classes."]
     figures = []
@@ -74,24 +79,52 @@ def _model_section(ctx: VisContext, fig_dir: Path) -> Section:
     if m:
         tables.append(metrics_table(m.get("heads", {}), caption="Test metrics of this checkpoint (from its training run)"))
         paragraphs.append(f"{m.get('test_images', '?')} test images.")
+    links = []
     if ctx.train_run_dir is not None:  # the training report's figures: learning curves, confusion matrices
         figures += redrawn_training_figures(ctx.train_run_dir, fig_dir, model=ctx.model_name, dataset=ctx.dataset_name)
-    # the layer list (long) after the figures, in its own subsection
-    return Section(f"Model: {ctx.model_name}", paragraphs=paragraphs, tables=tables, figures=figures,
-                   subsections=[Section("Layers", tables=[layers_table(ctx.layer_rows)])])
+        if (ctx.train_run_dir / "index.html").is_file():
+            links.append(("the training run's own report", str(ctx.train_run_dir / "index.html")))
+    subsections = [Section("Learning curves and confusion matrices", figures=figures, folded=True)] if figures else []
+    subsections.append(Section("Layers", tables=[layers_table(ctx.layer_rows)], folded=True,
+                               note=f"{len(ctx.layer_rows)} layers, folded: click to open"))
+    return Section(f"Model and training: {ctx.model_name}", paragraphs=paragraphs, tables=tables, links=links,
+                   subsections=subsections, anchor="model")
 
 
-def _inputs_section(ctx: VisContext, sel: Selection, preds, probs) -> Section:
+def write_input_thumbnails(ctx: VisContext, sel: Selection, fig_dir: Path) -> list[Path]:
+    """A small PNG of each input, ``<fig_dir>/inputs/image00_<class>.png``, enlarged 4x with
+    nearest-neighbour pixels (the images table shows them; a click opens one)."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.rendering.figures import to_display_rgb
+
+    out = []
+    (fig_dir / "inputs").mkdir(parents=True, exist_ok=True)
+    for i in range(len(sel)):
+        words = image_words(int(sel.labels[i]), ctx.class_names, ctx.dataset_name)
+        name = re.sub(r"[^a-z0-9]+", "_", words.replace("\u00b0", "deg").lower()).strip("_") or "image"
+        rgb = (to_display_rgb(sel.images[i]) * 255).round().astype(np.uint8)
+        im = Image.fromarray(rgb)
+        path = fig_dir / "inputs" / f"image{i:02d}_{name}.png"
+        im.resize((im.width * 4, im.height * 4), Image.NEAREST).save(path)
+        out.append(path)
+    return out
+
+
+def _inputs_section(ctx: VisContext, sel: Selection, preds, probs, thumbnails: list[Path]) -> Section:
     rows = []
     for i in range(len(sel)):
-        row = [i, sel.sources[i], readable_name(ctx.class_names[int(sel.labels[i])]) if sel.labels[i] >= 0 else "unknown"]
+        words = image_words(int(sel.labels[i]), ctx.class_names, ctx.dataset_name)
+        row = [Figure(thumbnails[i], f"image {i}: {words}"), i, sel.sources[i], words]
         for h in preds:
             names = head_class_names(h, ctx.head_classes[h], ctx.class_names)
             p = int(preds[h][i])
             row.append(f"{names[p]} ({float(probs[h][i, p]):.2f})")
         rows.append(row)
-    return Section("Images", tables=[Table("The images of this run and the model's predictions (probability)",
-                                           ["image", "source", "true class", *[f"predicted {h}" for h in preds]], rows)])
+    return Section("Images", anchor="images",
+                   tables=[Table("The images of this run and the model's predictions (probability)",
+                                 ["", "image", "source", "true class", *[f"predicted {h}" for h in preds]], rows)])
 
 
 def run_visualize(cfg: DictConfig) -> dict:
@@ -128,7 +161,10 @@ def run_visualize(cfg: DictConfig) -> dict:
             if sel.masks is not None:
                 writer.write_masks(sel.masks)
             sections = [execute(job, sel, writer, run_dir, fig_tmp, batch_size) for job in jobs]
+        for name, sec in zip(job_names, sections):  # each job's section answers to "#<job name>"
+            sec.anchor = sec.anchor or name
         model_section = _model_section(ctx, fig_tmp / "training")
+        thumbnails = write_input_thumbnails(ctx, sel, fig_tmp)
     except BaseException:
         shutil.rmtree(fig_tmp, ignore_errors=True)
         raise
@@ -136,38 +172,28 @@ def run_visualize(cfg: DictConfig) -> dict:
         shutil.rmtree(fig_dir)
     os.replace(fig_tmp, fig_dir)
     _repoint([model_section, *sections], fig_tmp, fig_dir)
+    thumbnails = [fig_dir / p.relative_to(fig_tmp) for p in thumbnails]
+    compact(sections)
 
     (run_dir / "model_summary.txt").write_text(format_layer_table(ctx.layer_rows, ctx.model_name) + "\n")
     title = f"{ctx.model_name} on {ctx.dataset_name}: {', '.join(job_names)}"
     info = checkpoint_info(ctx)
+    # the page opens with what the run delivers (a card per job: its key figure and numbers), then the
+    # images, the jobs' sections, and the model with its training run (folded figures) last
+    explorer = write_explorer(h5_path, title=title)  # explorer.html: the run in one page (pipeline/report/explorer.py)
     report = write_report(run_dir / "index.html", title,
-                          [model_section, _inputs_section(ctx, sel, preds, probs), *sections],
+                          [deliverables_section(list(zip(job_names, sections)), run_dir), explorer_section(explorer),
+                           _inputs_section(ctx, sel, preds, probs, thumbnails), *sections, model_section],
                           subtitle=f"{len(sel)} images; {checkpoint_line(info)}; stored in visualization.h5")
     summary = {"title": title, "job": cfg.job.name, "dataset": ctx.dataset_name, "model": ctx.model_name,
                "checkpoint": str(ctx.ckpt), "checkpoint_info": info, "images": len(sel), "report": str(report),
                "h5": str(h5_path), "observations": [o for s in sections for o in s.observations],
                "key_numbers": {k: v for s in sections for k, v in s.key_numbers.items()},
-               "main_figure": _main_figure(sections, run_dir)}
+               "main_figure": main_figure(list(zip(job_names, sections)), run_dir)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nvisualize: {title}\n  {checkpoint_line(info)}\n  report: {report}\n  tensors: {h5_path}\n"
           f"  figures: {fig_dir}")
     return summary
-
-
-def _main_figure(sections, run_dir: Path) -> str | None:
-    """The first figure of the jobs' sections (depth first), relative to the run directory: the
-    thumbnail a sweep's index shows for this run."""
-    for sec in sections:
-        if sec.figures:
-            p = Path(sec.figures[0].path)
-            try:
-                return p.relative_to(run_dir).as_posix()
-            except ValueError:  # a figure outside the run directory: its own path
-                return p.as_posix()
-        found = _main_figure(sec.subsections, run_dir)
-        if found:
-            return found
-    return None
 
 
 def _repoint(sections, old: Path, new: Path) -> None:

@@ -78,7 +78,7 @@ def test_report_relative_image_paths_and_structure(tmp_path):
             assert h[1:] in ids
     text = out.read_text()
     assert "<figcaption>absolute path</figcaption>" in text
-    assert '<td class="num">0.1235</td>' in text and '<td class="num">12,345</td>' in text
+    assert '<td class="num">12.3%</td>' in text and '<td class="num">12,345</td>' in text  # sparsity: a share
     assert "<h3>Grad-CAM</h3>" in text
     assert "Observations" in text
 
@@ -173,7 +173,7 @@ def test_sweep_index_joins_evaluation_tables(tmp_path):
             (d / "evaluation.json").write_text(json.dumps(rows))
     out = write_index_for(sweep)
     text = out.read_text()
-    assert "Measured explanations across runs" in text and "0.998" in text and "cnn_basic" in text
+    assert "Measured explanations across runs" in text and "99.8%" in text and "cnn_basic" in text
     with open(sweep / "evaluation.csv") as f:
         table = list(csv.DictReader(f))
     assert [(r["run"], r["model"], r["head"]) for r in table] == [

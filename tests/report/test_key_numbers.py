@@ -10,7 +10,7 @@ from pipeline.evaluation.probe import FactorResult
 from pipeline.jobs.evaluate import EvaluateJob
 from pipeline.jobs.probe import ProbeJob
 from pipeline.report.sections import Figure, Section
-from pipeline.visualization.run import _main_figure
+from pipeline.report.deliverables import main_figure
 
 
 def test_evaluate_key_numbers_are_means_over_methods_and_heads():
@@ -29,10 +29,10 @@ def test_probe_key_numbers_name_the_lowest_accuracy_and_where():
                                                  "lowest accuracy (aggregate)": 0.43, "lowest at": "brightness x0.7"}
 
 
-def test_main_figure_is_the_first_figure_of_the_jobs(tmp_path):
+def test_main_figure_is_the_first_figure_of_a_job_without_a_known_key_figure(tmp_path):
     run = tmp_path / "run"
-    sections = [Section("no figures"), Section("activations", subsections=[
-        Section("layer", figures=[Figure(run / "figures" / "a" / "0.png"), Figure(run / "figures" / "a" / "1.png")])])]
-    assert _main_figure(sections, run) == "figures/a/0.png"
-    assert _main_figure([Section("x")], run) is None
-    assert _main_figure([Section("x", figures=[Figure(Path("elsewhere/f.png"))])], run) == "elsewhere/f.png"
+    sections = [("probe", Section("no figures")), ("units", Section("units", subsections=[
+        Section("layer", figures=[Figure(run / "figures" / "a" / "0.png"), Figure(run / "figures" / "a" / "1.png")])]))]
+    assert main_figure(sections, run) == "figures/a/0.png"
+    assert main_figure([("probe", Section("x"))], run) is None
+    assert main_figure([("probe", Section("x", figures=[Figure(Path("elsewhere/f.png"))]))], run) == "elsewhere/f.png"
