@@ -160,14 +160,24 @@ def test_units_job_writes_the_store_figures_and_explorer(tiny_trained):
     figs = sorted(p.name for p in (run_dir / "figures" / "units").glob("*.png"))
     assert figs == sorted(f"{n}.png" for n in ["features.conv1", "features.conv2", "features.conv3", "heads.length",
                                                "heads.width", "heads.angle", "heads.colour"])
-    assert "Dataset examples per unit" in (run_dir / "index.html").read_text()
+    report = (run_dir / "index.html").read_text()
+    assert "Dataset examples per unit" in report and "explorer.html" in report
+    # the run's explorer page carries the same examples (pipeline/report/explorer.py)
+    import json
+    import re
+
+    page = (run_dir / "explorer.html").read_text()
+    data = json.loads(re.search(r'<script id="explorer-data" type="application/json">(.*?)</script>', page,
+                                re.S).group(1).replace("<\\/", "</"))
+    with H5Run(run_dir / "visualization.h5") as h5:
+        assert data["units"]["features.conv3"]["indices"] == h5.units("features.conv3")["indices"].tolist()
     assert summary["key_numbers"]["units top-3 precision heads.angle"] >= 0
 
 
 @pytest.mark.parametrize("overrides, needle", [
     (["job=units", "units.k=0"], "units.k=0 is invalid"),
     (["job=units", "layer=features.relu1"], "neither a convolution layer nor a head"),
-    (["job=units", "units.kk=3"], "units.kk"),
+    (["job=units", "units.k=many"], "units.k"),   # typed by UnitsJob's keyword arguments
 ])
 def test_bad_units_settings_fail_before_any_work(tiny_trained, overrides, needle):
     root, _ = tiny_trained
