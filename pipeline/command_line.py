@@ -140,14 +140,18 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
     parsed = parse_arguments(list(args.overrides))
     check_no_internal_choice(parsed)
     sweep = bool(args.multirun)
+    several = [o.input_line for o in parsed if o.is_sweep_override()]
     try:
-        jobs = combinations(parsed) if sweep else [list(args.overrides)]
+        jobs = combinations(parsed) if sweep or several else [list(args.overrides)]
     except Exception:  # noqa: BLE001 -- a sweep type only another sweeper reads (interval(...)): its own check
         jobs = [[o.input_line for o in parsed if not o.is_sweep_override()]]
-    if not sweep and any(o.is_sweep_override() for o in parsed):
-        bad = next(o.input_line for o in parsed if o.is_sweep_override())
-        raise CommandLineError(f"{bad!r} gives several values, which only a sweep runs: add -m to run one job per "
-                               f"value, or quote a single value that holds commas: {_quote_hint(bad)}")
+    if several and not sweep:  # a sweep without -m: only where the config itself asks for one (hparams_search=...)
+        failures, first = _composition_errors(config_name, jobs[:1], False)
+        sweep = first is not None and str(first.hydra.get("mode")) == "RunMode.MULTIRUN"
+        if first is not None and not sweep:
+            raise CommandLineError(f"{several[0]!r} gives several values, which only a sweep runs: add -m to run "
+                                   f"one job per value, or quote a single value that holds commas: "
+                                   f"{_quote_hint(several[0])}")
     failures, _ = _composition_errors(config_name, jobs, sweep)
     if not failures:
         return
