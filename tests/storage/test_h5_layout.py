@@ -127,6 +127,6 @@ def test_root_attributes(written):
 
 def test_every_group_written_is_documented_in_the_readme(written):
     f, _, _, _ = written
-    table = (ROOT / "README.md").read_text().split("### HDF5 layout")[1].split("\n\n", 2)[1]
+    table = (ROOT / "docs" / "hdf5.md").read_text().split("# HDF5 layout")[1].split("\n\n", 2)[1]
     documented = {m.group(1) for m in re.finditer(r"^\s+/([a-z_]+)", table, re.M)}
     assert set(f.keys()) <= documented, sorted(set(f.keys()) - documented)
