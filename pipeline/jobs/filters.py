@@ -335,6 +335,11 @@ def feature_observations(result: dict, job: FiltersJob) -> list[str]:
     out = []
     for res in result["patterns"]:
         raised = float(((res.scores - res.start_scores) > 0).float().mean())
+        if res.settings.get("param") == "kernel":
+            out.append(f"{res.layer} (grey + kernel): {int((res.scores > 0).sum())} of {len(res)} units reach a "
+                       f"positive score on their kernel picture, {int((res.start_scores > 0).sum())} on the blank grey "
+                       f"image (mean {float(res.start_scores.mean()):.3g} -> {float(res.scores.mean()):.3g}).")
+            continue
         out.append(f"{res.layer} ({res.objective}): the optimization raised {raised:.0%} of the objectives "
                    f"(mean {float(res.start_scores.mean()):.3g} -> {float(res.scores.mean()):.3g}).")
         if res.probs is not None:
