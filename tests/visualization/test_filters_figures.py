@@ -118,8 +118,9 @@ def test_first_layer_pictures_are_the_kernels_and_lead_the_figures(multi, tmp_pa
     figs = job.render(result, tmp_path)
     assert list(figs)[0] == "features.conv1 (kernels: the first layer's best inputs)"
     positive, grey = int((res.scores > 0).sum()), int((res.start_scores > 0).sum())
+    observations = job.section(result, figs).observations
     assert any(o.startswith(f"features.conv1 (grey + kernel): {positive} of 4 units reach a positive score on their "
-                            f"kernel picture, {grey} on the blank grey image") for o in job.section(result, figs).observations)
+                            f"kernel picture, {grey} on the blank grey image") for o in observations)
     grid = saved["features.conv1_neuron_all.png"]
     tile = grid.axes[0].images[0].get_array()
     assert "grey + the kernel itself" in grid.texts[0].get_text().replace("\n", " ")
