@@ -83,8 +83,9 @@ class ActivationsJob:
                 f"{a.shape[1]} channels; {s['sparsity']:.1%} of the activations are exactly zero, mean {s['mean']:.3g}."],
                 figures=figures[layer], folded=fold and types.get(layer) != "ReLU"))
         return Section("Intermediate activations",
-                       paragraphs=["Each figure shows one image (left) and every channel of one layer's output as a "
-                                   "tile (right), all tiles on one colour scale. Stored in visualization.h5 under "
+                       paragraphs=["Each figure shows one image (left, named by its class) and every channel of one "
+                                   "layer's output as a tile (right), all tiles on one colour scale. Stored in "
+                                   "visualization.h5 under "
                                    "activations/<layer>."],
                        observations=self.observations(result.stats),
                        tables=[Table("Per-layer numbers over the selected images",
