@@ -80,7 +80,7 @@ for k, (name, rel, old, new) in enumerate(M):
     try:
         r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider", *tests],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
-        failed = [l.split(" - ")[0] for l in r.stdout.splitlines() if l.startswith("FAILED") or l.startswith("ERROR")]
+        failed = [l.split(" - ")[0] for l in r.stdout.splitlines() if l.startswith(("FAILED ", "ERROR tests"))] or ["(no FAILED line)"]
         rows.append((name, "caught by " + failed[0].split("::")[-1] if r.returncode else "MISSED", round(time.time() - t)))
     finally:
         p.write_text(src)

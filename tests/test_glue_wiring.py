@@ -386,3 +386,33 @@ def test_default_images_reach_the_last_class():
     assert [int(labels[i]) for i in picks] == [0, 19, 38, 57, 76, 95]
     assert picks == [int((labels == c).nonzero()[0]) for c in (0, 19, 38, 57, 76, 95)]
     assert sorted(int(labels[i]) for i in spread_indices(labels[:3], 5, 96)) == [93, 94, 95]  # fewer classes than asked
+
+
+def test_train_and_eval_hand_the_confusion_figure_the_raw_counts_and_each_heads_names(tmp_path, monkeypatch):
+    """write_test_results (train.py and eval.py): each head's figure and CSV get that head's raw counts (the
+    figure normalizes them itself) and that head's class names, in order; the JSON takes the main head."""
+    import csv
+    import json
+
+    from pipeline.rendering import training_plots
+    from pipeline.training.artifacts import write_test_results
+
+    calls = _spy(monkeypatch, training_plots, "plot_confusion_matrix")
+    counts = {"aggregate": torch.tensor([[3, 1, 0], [0, 5, 2], [1, 0, 7]]), "length": torch.tensor([[9, 2], [1, 7]])}
+    module = SimpleNamespace(test_results={"aggregate": {"accuracy": 0.79, "f1_macro": 0.7},
+                                           "length": {"accuracy": 0.84, "f1_macro": 0.8}},
+                             main_head="aggregate", test_confusion=counts)
+    metrics = write_test_results(tmp_path, module, dataset="d", model_name="m", checkpoint=None, test_images=19,
+                                 class_names=["zeta", "alpha", "mu"])
+    assert metrics["accuracy"] == 0.79 and metrics["f1_macro"] == 0.7
+    by_head = {Path(args[2]).stem: args for args, _ in calls}
+    assert set(by_head) == {"aggregate", "length"}
+    for head, cm in counts.items():
+        np.testing.assert_array_equal(np.asarray(by_head[head][0]), cm.numpy())  # raw counts, not row-normalized
+    assert list(by_head["aggregate"][1]) == ["zeta", "alpha", "mu"]  # the dataset's order, not sorted
+    assert list(by_head["length"][1]) == ["short", "long"]
+    with open(tmp_path / "confusion" / "aggregate.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][1:] == ["zeta", "alpha", "mu"] and [r[1:] for r in rows[1:]] == [["3", "1", "0"], ["0", "5", "2"],
+                                                                                   ["1", "0", "7"]]
+    assert json.loads((tmp_path / "test_metrics.json").read_text())["heads"]["length"]["accuracy"] == 0.84
