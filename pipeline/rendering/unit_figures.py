@@ -47,11 +47,14 @@ def render_unit_figure(crops, values, labels, class_names: Sequence[str], path, 
     names = list(unit_names) if unit_names is not None else [f"u{i}" for i in range(u)]
     blocks = max(1, math.ceil(u / ROWS_PER_BLOCK))
     rows = math.ceil(u / blocks)
-    cols = (k + 1) * blocks
+    cols = (k + 1) * blocks + (blocks - 1)  # a white column between the blocks
     blank = np.ones((side, side, 3), np.float32)
     tiles, tile_labels = [], []
     for r in range(rows):
         for b in range(blocks):
+            if b:
+                tiles.append(blank)
+                tile_labels.append("")
             unit = b * rows + r
             if unit >= u:
                 tiles += [blank] * (k + 1)

@@ -185,3 +185,24 @@ def test_bad_units_settings_fail_before_any_work(tiny_trained, overrides, needle
     with pytest.raises(CnnvisError, match=needle.replace(".", r"\.")):
         run_visualize(cfg)
     assert not (Path(cfg.paths.output_dir) / "visualization.h5").exists()
+
+
+def test_unit_figure_rows_blocks_and_nearest_upscale(tmp_path):
+    from PIL import Image
+
+    from pipeline.rendering.unit_figures import ROWS_PER_BLOCK, render_unit_figure, upscale
+
+    img = np.arange(6).reshape(2, 3)
+    up = upscale(np.stack([img] * 3, axis=-1), 6)   # [2, 3, 3] -> [6, 6, 3]: each pixel a 3x2 block
+    assert up.shape == (6, 6, 3) and (up[:3, :2] == img[0, 0]).all() and (up[3:, 4:] == img[1, 2]).all()
+    assert (up[:3, 2:4] == img[0, 1]).all() and (up[3:, :2] == img[1, 0]).all()
+    crops = np.full((ROWS_PER_BLOCK, 8, 1, 3, 3), 200, np.uint8)
+    sizes = {}
+    for units in (ROWS_PER_BLOCK, 2 * ROWS_PER_BLOCK):
+        c = np.concatenate([crops] * (units // ROWS_PER_BLOCK))
+        path = render_unit_figure(c, np.ones((units, 8)), np.zeros((units, 8), int), ["zero"], tmp_path / f"{units}.png",
+                                  "t", pictures={0: np.zeros((1, 5, 5))})
+        sizes[units] = Image.open(path).size
+    # twice the units: a second block of rows beside the first (wider, as tall), not twice as tall
+    (w1, h1), (w2, h2) = sizes[ROWS_PER_BLOCK], sizes[2 * ROWS_PER_BLOCK]
+    assert w2 > 1.7 * w1 and abs(h2 - h1) <= 0.05 * h1
