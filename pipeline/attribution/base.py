@@ -245,7 +245,7 @@ class AttributionMethod:
         layer's output as ``a`` when ``capture`` (see :func:`~pipeline.attribution.forward.forward_at_layer`)."""
         skip = unused_head_hooks(self.model, state.heads, self.head_classes, self.layer) if state.skip_heads else []
         key, trace = tuple(xb.shape[1:]), None
-        if capture and self.placement != "stretch" and key not in self._geometries:
+        if capture and self.layer is not None and self.placement != "stretch" and key not in self._geometries:
             trace = ChainTrace(self.model, self.layer)   # the receptive field, traced on this very forward
             skip = [*trace.handles, *skip]
         res = forward_at_layer(self.model, xb, self.layer, self.layer_name, capture=capture, grad=grad,
