@@ -97,7 +97,38 @@ def _compose(config_name: str, overrides: list[str]):
     return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 
+def _is_group(key: str) -> bool:
+    """A config group choice (``model``, ``hydra/launcher``), as opposed to a value (``seed``, ``data.root``)."""
+    key = key.lstrip("+~")
+    return "/" in key or ("." not in key and (CONF_DIR / key).is_dir())
+
+
+def _split(job: list[str]) -> tuple[tuple, list]:
+    """``(what needs a composition of its own, the value overrides)`` of one job's overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(job)
+    structural = tuple(o.input_line for o in parsed if _is_group(o.key_or_group) or o.is_add() or o.is_delete()
+                       or o.key_or_group.startswith("hydra"))
+    return structural, [o for o in parsed if o.input_line not in structural]
+
+
+def _apply_values(cfg, values) -> None:
+    """Hydra's own step for value overrides (``key=value``) on a composed config: type and key checks."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    for o in values:
+        try:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        except OmegaConfBaseException as exc:
+            raise ValueError(f"Error merging override {o.input_line}: {_hydra_text(exc)}") from None
+
+
 def _composition_errors(config_name: str, jobs: list[list[str]], sweep: bool) -> tuple[list, object]:
+    """The jobs that do not compose, with Hydra's reason, and the first composed config. A job whose group
+    choices were composed already gets only its values applied to that config (as Hydra does after
+    composing): a sweep over values costs one composition, not one per value."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -106,13 +137,18 @@ def _composition_errors(config_name: str, jobs: list[list[str]], sweep: bool) ->
     from pipeline.config import register_configs
 
     register_configs()
-    failures, first = [], None
+    failures, first, composed = [], None, {}
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            for i, job in enumerate(jobs):
+            for job in jobs:
                 try:
-                    cfg = _compose(config_name, job)
+                    structural, values = _split(job)
+                    if structural in composed:  # composed once already: this job's values on that config
+                        _apply_values(composed[structural], values)
+                        continue
+                    cfg = _compose(config_name, job)  # (a failed one is composed again for its next job)
+                    composed[structural] = cfg
                 except (HydraException, OmegaConfBaseException, ValueError) as exc:
                     failures.append((job, _hydra_text(exc)))
                     continue
