@@ -218,6 +218,19 @@ def valid_centre_range(angles, lengths, widths, extent, image_size: int, margin:
     return lo, hi
 
 
+def centre_range(params: "RenderParams", image_size: int = 28, margin: float = 1.0):
+    """(lo, hi) ``[N, 2]``: the centres each image of ``params`` may take, by its renderer: the
+    lines' :func:`valid_centre_range`, the course blocks' whole-pixel moves of :func:`block_shift_range`."""
+    lo, hi = valid_centre_range(params.angles, params.lengths, params.widths,
+                                edge_extent(params.anti_alias, params.blur), image_size, margin)
+    b = np.flatnonzero(params.block)
+    if len(b):
+        blo, bhi = block_shift_range(params.lengths[b], params.widths[b], params.angles[b], image_size)
+        base = block_centre(params.angles[b], image_size)
+        lo[b], hi[b] = base + blo, base + bhi
+    return lo, hi
+
+
 def _truncated_normal(u, lo, hi, mean, sd):
     """Map uniforms ``u`` in [0, 1) to a normal(mean, sd) truncated to [lo, hi] (inverse CDF)."""
     t = torch.as_tensor

@@ -151,10 +151,9 @@ def describe(factor: str, renderable: bool, style=None) -> str:
 
 def corner_centres(params, level: float, image_size: int, margin: float) -> np.ndarray:
     """Centres moved ``level`` of the way to a corner of their valid range, image ``i`` to corner ``i mod 4``."""
-    from pipeline.data.line_styles import edge_extent, valid_centre_range
+    from pipeline.data.line_styles import centre_range
 
-    lo, hi = valid_centre_range(params.angles, params.lengths, params.widths,
-                                edge_extent(params.anti_alias, params.blur), image_size, margin)
+    lo, hi = centre_range(params, image_size, margin)   # the course's blocks move by whole pixels
     pick = np.asarray(_CORNERS)[np.arange(len(params)) % 4]        # [N, 2] 0 = low end, 1 = high end
     corner = np.where(pick == 1, hi, lo)
     return params.centres + float(level) * (corner - params.centres)

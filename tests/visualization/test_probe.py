@@ -16,7 +16,7 @@ from torch import nn
 from pipeline.data.line_geometry import measure_lines
 from pipeline.data.line_render import jpeg_roundtrip
 from pipeline.data.line_render import gaussian_blur
-from pipeline.data.line_styles import edge_extent, get_style, render, valid_centre_range
+from pipeline.data.line_styles import centre_range, get_style, render
 from pipeline.data.lines_labels import HEADS as LINES_HEADS
 from pipeline.data.lines_labels import decode_label
 from pipeline.errors import CnnvisError
@@ -162,7 +162,7 @@ def test_each_factor_changes_what_it_says(lines_dms):
             assert abs(np.median(m[other] - base_m[other])) < 0.3
         # centre -> a corner of the valid range, round robin; the line stays inside the image
         q = changed_params(p, "centre", 1.0, s, margin)
-        lo, hi = valid_centre_range(p.angles, p.lengths, p.widths, edge_extent(p.anti_alias, p.blur), s, margin)
+        lo, hi = centre_range(p, s, margin)   # lines: valid_centre_range; the course's blocks: whole-pixel moves
         for k, (right, down) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
             sel = np.arange(k, len(p), 4)
             np.testing.assert_allclose(q.centres[sel, 0], (hi if right else lo)[sel, 0])
@@ -216,7 +216,7 @@ def test_stored_accuracies_equal_an_independent_recomputation(lines_dms, tmp_pat
         labels = dm.test.labels[idx].numpy()
         p = dm.render_params("test").subset(idx)
         n = len(p)
-        lo, hi = valid_centre_range(p.angles, p.lengths, p.widths, edge_extent(p.anti_alias, p.blur), s, margin)
+        lo, hi = centre_range(p, s, margin)
         corner = np.stack([np.where(np.arange(n) % 2 == 1, hi[:, 0], lo[:, 0]),
                            np.where(np.arange(n) % 4 >= 2, hi[:, 1], lo[:, 1])], 1)
         redraw = {
@@ -273,7 +273,7 @@ def test_observation_wording_from_numbers():
     def res(factor, levels, names, acc):
         return FactorResult(factor, levels, names, {h: np.asarray(v) for h, v in acc.items()}, 100)
 
-    course = get_style("course")
+    course = get_style("soft")   # the anti-aliased style's 1.4 / 3.8 px widths
     base = res("baseline", [np.nan], ["as drawn"], {"length": [1.0], "width": [1.0], "aggregate": [1.0]})
     robust = [base, res("brightness", [1, 0.7], ["x1", "x0.7"], {"length": [1, 0.97], "width": [1, 0.99],
                                                                    "aggregate": [1, 0.96]})]
