@@ -275,11 +275,17 @@ class Page:
             const el = document.querySelector({json.dumps(selector)});
             if (!el) return null;
             el.scrollIntoView({{block: 'center', inline: 'center'}});
-            const r = el.getBoundingClientRect();
-            return r.width && r.height ? [r.left + r.width / 2, r.top + r.height / 2] : 'no box';
+            const r = el.getClientRects()[0];   // the first line's box: a link that wraps has a gap in the middle
+            if (!r || !r.width || !r.height) return 'no box';
+            const x = r.left + r.width / 2, y = r.top + r.height / 2;
+            const hit = document.elementFromPoint(x, y);
+            if (hit !== el && !el.contains(hit))
+                return 'covered by ' + (hit ? hit.tagName.toLowerCase() + (hit.id ? '#' + hit.id : '') +
+                                        (hit.className ? '.' + hit.className : '') : 'nothing');
+            return [x, y];
         }})()""")
-        if box is None or box == "no box":
-            raise BrowserError(f"click: {'nothing matches' if box is None else 'an invisible element:'} {selector}")
+        if box is None or isinstance(box, str):
+            raise BrowserError(f"click: {'nothing matches' if box is None else box}: {selector}")
         x, y = box
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",

@@ -24,10 +24,13 @@ from typing import Iterable, Sequence
 
 from pipeline.report.sections import Figure, Section, format_percent, format_value, is_percent_column
 
-__all__ = ["compact", "deliverables_section", "key_figure", "main_figure", "format_key_number"]
+__all__ = ["compact", "deliverables_section", "fold_extra_jobs", "key_figure", "main_figure", "format_key_number"]
 
 #: the order in which a job's key figure becomes the run's main figure (other jobs after these)
 MAIN_FIGURE_ORDER = ("gradcam", "attribution", "filters", "activations")
+#: the course's deliverables; in a report of several jobs the sections of the others are folded
+#: (job=all's dataset examples per unit: its card and its explorer stay one click away)
+DELIVERABLE_JOBS = ("activations", "filters", "gradcam", "attribution")
 
 
 def _walk(sec: Section, open_only: bool = False) -> Iterable[Figure]:
@@ -115,6 +118,15 @@ def deliverables_section(jobs: Sequence[tuple[str, Section]], run_dir: Path, max
     return Section("What this run delivers", anchor="deliverables", figures=cards,
                    paragraphs=["A card per job: its key figure (a click goes to the job's section, where every figure "
                                "opens at full size) and its key numbers. The contents on the left stay in view."])
+
+
+def fold_extra_jobs(jobs: Sequence[tuple[str, Section]]) -> None:
+    """With several jobs in one report, fold the sections of the jobs that are not the course's
+    deliverables (:data:`DELIVERABLE_JOBS`) when at least one deliverable is there."""
+    if any(job in DELIVERABLE_JOBS for job, _ in jobs):
+        for job, sec in jobs:
+            if job not in DELIVERABLE_JOBS:
+                sec.folded = True
 
 
 def compact(sections: Iterable[Section]) -> None:

@@ -23,7 +23,7 @@ from pipeline.data.lines_labels import head_class_names
 from pipeline.jobs.base import build_jobs, execute, job_blocks
 from pipeline.jobs.target_choice import head_logits
 from pipeline.models.summary import format_layer_table
-from pipeline.report.deliverables import compact, deliverables_section, main_figure
+from pipeline.report.deliverables import compact, deliverables_section, fold_extra_jobs, main_figure
 from pipeline.report.html import write_report
 from pipeline.report.explorer import explorer_section, write_explorer
 from pipeline.report.sections import Figure, Section, Table
@@ -174,6 +174,7 @@ def run_visualize(cfg: DictConfig) -> dict:
     _repoint([model_section, *sections], fig_tmp, fig_dir)
     thumbnails = [fig_dir / p.relative_to(fig_tmp) for p in thumbnails]
     compact(sections)
+    fold_extra_jobs(list(zip(job_names, sections)))
 
     (run_dir / "model_summary.txt").write_text(format_layer_table(ctx.layer_rows, ctx.model_name) + "\n")
     title = f"{ctx.model_name} on {ctx.dataset_name}: {', '.join(job_names)}"

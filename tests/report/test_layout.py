@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.report.deliverables import compact, deliverables_section, format_key_number, key_figure, main_figure
+from pipeline.report.deliverables import (compact, deliverables_section, fold_extra_jobs, format_key_number, key_figure,
+                                          main_figure)
 from pipeline.report.html import write_report
 from pipeline.report.sections import Figure, Section, Table, format_percent
 
@@ -170,3 +171,33 @@ def test_a_figure_taller_than_the_window_is_folded(tmp_path):
     imgs = {x["alt"]: anc for tag, x, anc in _tree(out).seen if tag == "img"}
     assert _inside(imgs["tall"], "details") and not _inside(imgs["short"], "details")
     assert "1 more figure, taller than the window (click to open)" in out.read_text()
+
+
+def test_the_first_observations_are_open_the_rest_folded(tmp_path):
+    obs = [f"observation {i}" for i in range(8)]
+    out = write_report(tmp_path / "index.html", "Run", [Section("Grad-CAM", observations=obs)])
+    text = out.read_text()
+    shown, folded = text.split('<details class="more">')
+    assert all(f"<li>observation {i}</li>" in shown for i in range(5))
+    assert all(f"<li>observation {i}</li>" in folded for i in range(5, 8)) and "3 more observations" in folded
+
+
+def test_a_long_table_is_folded_unless_its_section_is(tmp_path):
+    rows = [[f"layer{i}", i] for i in range(20)]
+    out = write_report(tmp_path / "index.html", "Run", [
+        Section("Open", tables=[Table("Explained class per image", ["layer", "n"], rows),
+                                Table("Short", ["layer", "n"], rows[:3])]),
+        Section("Layers", folded=True, tables=[Table("Layers", ["layer", "n"], rows)])])
+    t = _tree(out)
+    tables = [anc for tag, x, anc in t.seen if tag == "table"]
+    assert [[d["class"] for d in _inside(anc, "details")] for anc in tables] == [["more"], [], ["fold"]]
+    assert "Explained class per image: 20 rows (click to open)" in out.read_text()
+
+
+def test_jobs_beyond_the_deliverables_are_folded_in_a_report_of_several():
+    jobs = [(n, Section(n)) for n in ("activations", "filters", "gradcam", "units")]
+    fold_extra_jobs(jobs)
+    assert [s.folded for _, s in jobs] == [False, False, False, True]
+    alone = [("units", Section("units"))]
+    fold_extra_jobs(alone)
+    assert not alone[0][1].folded

@@ -80,7 +80,8 @@ def test_visualize_report_shows_the_same_training_figures(tmp_path):
     ctx = SimpleNamespace(layer_rows=json.loads((run / "layers.json").read_text()), class_names=class_names(),
                           dataset_name="lines", model_name="multihead", train_metrics=None, train_run_dir=run,
                           ckpt=run / "checkpoints" / "best.ckpt")
-    section = _model_section(ctx, tmp_path / "vis" / "training")
+    section = _model_section(ctx, tmp_path / "vis" / "training").subsections[0]   # folded: the page opens with the jobs
+    assert section.folded and section.title == "Learning curves and confusion matrices"
     # the same figures, drawn again from the run's numbers by this version's code
     assert [f.path.relative_to(tmp_path / "vis" / "training") for f in section.figures] == \
         [f.path.relative_to(run) for f in training_figures(run)]
@@ -186,6 +187,10 @@ def test_visualize_model_section_puts_the_long_layer_list_after_the_figures(tmp_
                           dataset_name="lines", model_name="multihead", train_run_dir=run,
                           train_metrics={"test_images": 5, "heads": {"angle": {"accuracy": 0.9, "f1_macro": 0.8}}},
                           ckpt=run / "checkpoints" / "best.ckpt")
+    (run / "index.html").write_text("the training report")
     section = _model_section(ctx, tmp_path / "vis")
     assert [t.caption for t in section.tables] == ["Test metrics of this checkpoint (from its training run)"]
-    assert [(s.title, s.tables[0].rows[0][0]) for s in section.subsections] == [("Layers", "features.conv1")]
+    assert [(s.title, s.folded) for s in section.subsections] == [
+        ("Learning curves and confusion matrices", True), ("Layers", True)]
+    assert section.subsections[1].tables[0].rows[0][0] == "features.conv1"
+    assert section.links == [("the training run's own report", str(run / "index.html"))]  # linked, not repeated
