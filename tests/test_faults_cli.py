@@ -157,17 +157,13 @@ def test_a_network_that_fails_to_build_shows_the_root_cause(tmp_path):
     assert [p for p in _outputs_left(tmp_path) if p.is_file()] == []
 
 
-@pytest.fixture(scope="module")
-def lines_ckpt(tmp_path_factory):
-    """A tiny lines checkpoint (cnn_basic) written by train.py's own code, and its state_dict."""
+@pytest.fixture
+def lines_ckpt(tiny_trained):
+    """The session's tiny lines checkpoint (multihead, written by train.py's own code; read only), and its content."""
     import torch
 
-    from pipeline.training.train import run_training
-    from tests.conftest import QUIET_TRAINER, TINY, compose_cfg
-
-    root = tmp_path_factory.mktemp("faults_ckpt")
-    summary = run_training(compose_cfg(root, [*TINY["lines"], "model=cnn_basic", *QUIET_TRAINER]))
-    ckpt = Path(summary["best_checkpoint"])
+    _, runs = tiny_trained
+    ckpt = Path(runs[("lines", "multihead")]["best_checkpoint"])
     return ckpt, torch.load(ckpt, map_location="cpu", weights_only=True)
 
 
