@@ -59,8 +59,9 @@ def key_figure(job: str, section: Section) -> Figure | None:
         if found:
             return found[0]
     if job == "filters":
+        opened = list(_walk(section, open_only=True))  # not a first layer's pictures folded beside its kernels
         for pattern in (r"_channel_top\d+\.", r"_top\d+\.", r"_channel_all\."):
-            found = [f for f in figures if re.search(pattern, _name(f))]
+            found = [f for f in opened if re.search(pattern, _name(f))]
             if found:
                 return found[-1]
     opened = list(_walk(section, open_only=True))
@@ -134,7 +135,9 @@ def compact(sections: Iterable[Section]) -> None:
 
     - per-image figures (``image<NN>*``): all of them beside a sheet that shows every image
       (``sheet.*``), else all but the first;
-    - a layer's full grid (``<stem>_all.*``) beside its top-k grid (``<stem>_top<k>.*``)."""
+    - a layer's full grid (``<stem>_all.*``) beside its top-k grid (``<stem>_top<k>.*``);
+    - the section of a layer's unit pictures (``<layer>_channel_*``, ``_neuron_*``) when a section
+      shows the same layer's kernels (``<layer>_kernels.*``: a first convolution's best inputs)."""
     for sec in sections:
         names = [_name(f) for f in sec.figures]
         per_image = [f for f, n in zip(sec.figures, names) if re.match(r"image\d+", n)]
@@ -148,4 +151,9 @@ def compact(sections: Iterable[Section]) -> None:
             m = re.match(r"(.+)_all\.", n)
             if m and any(re.match(re.escape(m.group(1)) + r"_top\d+\.", o) for o in names):
                 f.folded = True
+        kernels = {m.group(1) for sub in sec.subsections for f in sub.figures if (m := re.match(r"(.+)_kernels\.", _name(f)))}
+        for sub in sec.subsections:  # a first layer's optimized pictures beside its kernels (its best inputs)
+            if sub.figures and all(re.match(r"(.+?)_(channel|neuron)_", _name(f)) and
+                                   re.match(r"(.+?)_(channel|neuron)_", _name(f)).group(1) in kernels for f in sub.figures):
+                sub.folded = True
         compact(sec.subsections)

@@ -240,7 +240,7 @@ def _cards_html(figures: Sequence[Figure], base_dir: Path) -> str:
 #: a table with more rows than this is folded (its caption and row count stay in view)
 LONG_TABLE_ROWS = 12
 #: observations shown open at the top of a section; the others under "n more observations"
-SHOWN_OBSERVATIONS = 5
+SHOWN_OBSERVATIONS = 3
 
 #: the width (CSS px) a figure gets at most in a 1400 px window (the contents bar and the margins aside), and
 #: the height above which a figure is folded: taller than about 1.4 screens, it is never seen at once anyway
@@ -248,6 +248,8 @@ PAGE_WIDTH_PX, TALL_PX = 1060, 1300
 
 
 def _too_tall(fig: Figure, base_dir: Path) -> bool:
+    if fig.href and fig.max_width:  # a thumbnail leading to a section (the deliverables' cards): never folded
+        return False
     size = _image_size(base_dir / Path(os.fspath(fig.path)))
     if size is None or not size[0]:
         return False

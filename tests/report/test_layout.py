@@ -178,8 +178,8 @@ def test_the_first_observations_are_open_the_rest_folded(tmp_path):
     out = write_report(tmp_path / "index.html", "Run", [Section("Grad-CAM", observations=obs)])
     text = out.read_text()
     shown, folded = text.split('<details class="more">')
-    assert all(f"<li>observation {i}</li>" in shown for i in range(5))
-    assert all(f"<li>observation {i}</li>" in folded for i in range(5, 8)) and "3 more observations" in folded
+    assert all(f"<li>observation {i}</li>" in shown for i in range(3))
+    assert all(f"<li>observation {i}</li>" in folded for i in range(3, 8)) and "5 more observations" in folded
 
 
 def test_a_long_table_is_folded_unless_its_section_is(tmp_path):
@@ -201,3 +201,26 @@ def test_jobs_beyond_the_deliverables_are_folded_in_a_report_of_several():
     alone = [("units", Section("units"))]
     fold_extra_jobs(alone)
     assert not alone[0][1].folded
+
+
+def test_a_first_layers_unit_pictures_fold_beside_its_kernels():
+    kernels = Section("features.conv1 (kernels)", figures=[Figure("f/features.conv1_kernels.png")])
+    neuron = Section("features.conv1 (neuron)", figures=[Figure("f/features.conv1_neuron_all.png")])
+    conv2 = Section("features.conv2 (channel)", figures=[Figure("f/features.conv2_channel_top25.png"),
+                                                         Figure("f/features.conv2_channel_all.png")])
+    compact([Section("Filters", subsections=[kernels, neuron, conv2])])
+    assert [s.folded for s in (kernels, neuron, conv2)] == [False, True, False]
+    # MNIST's cnn_basic: the kernels are then the filters' key figure (not the folded top-k of conv1)
+    one = Section("Filters", subsections=[
+        Section("conv1 (kernels)", figures=[Figure("f/features.conv1_kernels.png")]),
+        Section("conv1 (neuron)", figures=[Figure("f/features.conv1_neuron_top25.png"), Figure("f/features.conv1_neuron_all.png")]),
+        Section("classifier (class)", figures=[Figure("f/classifier_class_all.png")])])
+    compact([one])
+    assert Path(key_figure("filters", one).path).name == "features.conv1_kernels.png"
+
+
+def test_a_deliverables_card_is_never_folded_as_tall(tmp_path):
+    tall = _png(tmp_path / "units.png", (600, 2400))
+    out = write_report(tmp_path / "index.html", "Run", [Section("Deliverables", figures=[
+        Figure(tall, "units", href="#units", max_width=420)])])
+    assert "<details" not in out.read_text()

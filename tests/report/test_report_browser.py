@@ -77,8 +77,10 @@ def _check_page(browser, page_path: Path, out: Path, name: str) -> dict:
     page = browser.new_page(WIDTH, HEIGHT)
     page.open(page_path)
     layout = page.evaluate(_LAYOUT)
+    images = page.load_all_images()   # lazy ones too (the layout does not change: every <img> has its size)
     page.screenshot(out / f"{name}_first_screen.png")
     page.screenshot(out / f"{name}_full_page.png", full_page=True)
+    assert page.scroll_height() == layout["height"]
     print(f"{name}: {page_path}: {layout['height']} px tall ({layout['height'] / HEIGHT:.1f} screens of {HEIGHT} px), "
           f"{len(layout['links'])} contents links; screenshots in {out}")
 
@@ -101,7 +103,6 @@ def _check_page(browser, page_path: Path, out: Path, name: str) -> dict:
         # the contents bar stays at the window's top (below the title while that is in view)
         assert abs(landed["navTop"] - max(0, landed["headerBottom"])) <= 1, f"the contents left the window at {href}"
     # every picture loads, the folded ones included
-    images = page.load_all_images()
     assert images
     broken = [im["src"] for im in images if not im["naturalWidth"]]
     assert not broken, f"{len(broken)} of {len(images)} pictures did not load: {broken[:5]}"
