@@ -44,6 +44,7 @@ independent of the chunking used to vectorize it.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,8 +185,6 @@ def export_course_folder(out_dir, per_class: int = 1000, classes=None) -> list[P
         raw, _ = render(params)
         encoded = []
         for img in raw:
-            import io
-
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))).save(
                 buf, format="JPEG", quality=style.jpeg_quality, subsampling=2)
