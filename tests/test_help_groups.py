@@ -99,3 +99,5 @@ def test_cfg_job_prints_the_composed_config(script, tmp_path):
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["task"] == script.removesuffix(".py") and cfg["data"]["name"] == "mnist"
     assert cfg["data"]["_target_"].startswith("pipeline.data.")
+    if script == "eval.py":
+        assert cfg["ckpt"] == "???"   # required: the one key a user must give
