@@ -76,12 +76,15 @@ class ActivationsJob:
         rows, subsections = [], []
         types = {r["name"]: r["type"] for r in self.ctx.layer_rows}
         fold = any(types.get(n) == "ReLU" for n in self.layers)  # the report opens the ReLU layers, folds the others
+        relus = [n for n in self.layers if types.get(n) == "ReLU"]
+        middle = set(relus[1:-1])  # ... and of three or more ReLU layers opens the first and the last
         for layer in self.layers:
             a, s = result.acts[layer], result.stats[layer]
             rows.append([layer, "x".join(map(str, a.shape[1:])), s["sparsity"], s["mean"], s["max"], s["dead_channels"]])
             subsections.append(Section(f"Layer {layer}", paragraphs=[
                 f"{a.shape[1]} channels; {s['sparsity']:.1%} of the activations are exactly zero, mean {s['mean']:.3g}."],
-                figures=figures[layer], folded=fold and types.get(layer) != "ReLU"))
+                figures=figures[layer], folded=fold and (types.get(layer) != "ReLU" or layer in middle),
+                note="a middle layer, folded: click to open" if layer in middle else ""))
         return Section("Intermediate activations",
                        paragraphs=["Each figure shows one image (left, named by its class) and every channel of one "
                                    "layer's output as a tile (right), all tiles on one colour scale. Stored in "

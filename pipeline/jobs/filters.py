@@ -314,7 +314,7 @@ class FiltersJob:
                        observations=feature_observations(result, self),
                        tables=[Table("Objective reached per layer", ["layer", "objective", "pictures", "mean start",
                                                                      "mean final", "best", "best score"], rows)],
-                       subsections=[Section(name, figures=figs) for name, figs in figures.items()],
+                       subsections=_fold_middle_layers([Section(name, figures=figs) for name, figs in figures.items()]),
                        key_numbers=self.key_numbers(result))
 
     @staticmethod
@@ -328,6 +328,16 @@ class FiltersJob:
             else:
                 out[f"{res.layer}: mean {res.objective} score"] = float(res.scores.float().mean())
         return out
+
+
+def _fold_middle_layers(sections: list[Section]) -> list[Section]:
+    """The report opens the unit pictures of the last layer (the course's top-25 / all of conv3) and the
+    first layer's kernels; the unit pictures of the layers between them are folded (one click opens them)."""
+    units = [s for s in sections if s.title.endswith(("(channel)", "(neuron)"))]
+    for sec in units[:-1]:
+        sec.folded = True
+        sec.note = "a middle layer, folded: click to open"
+    return sections
 
 
 def feature_observations(result: dict, job: FiltersJob) -> list[str]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.errors import CnnvisError
 from pipeline.jobs.base import safe_name
@@ -22,6 +23,14 @@ from pipeline.visualization.context import VisContext
 from pipeline.visualization.inputs import Selection
 
 __all__ = ["UnitsJob"]
+
+
+def distinct_images(images: torch.Tensor) -> torch.Tensor:
+    """Indices of the first occurrence of every distinct image (by content), in order."""
+    from pipeline.data.lines_folder import find_duplicates
+
+    groups = find_duplicates(images.numpy()).groups
+    return torch.from_numpy(np.sort(np.unique(groups, return_index=True)[1]))
 
 
 def _outer(heads: dict) -> list[str]:
@@ -79,11 +88,15 @@ class UnitsJob:
         n = len(test.labels) if self.max_images is None else min(self.max_images, len(test.labels))
         bs = self.batch_size or batch_size
         t0 = time.perf_counter()
-        examples = top_unit_examples(self.ctx.net, test.images[:n], test.labels[:n], self.layers, self.k,
-                                     batch_size=bs, device=self.ctx.device, input_shape=self.ctx.input_shape,
+        keep = distinct_images(test.images[:n])  # the course's data repeats images: rank each one once
+        examples = top_unit_examples(self.ctx.net, test.images[:n][keep], test.labels[:n][keep], self.layers,
+                                     self.k, batch_size=bs, device=self.ctx.device,
+                                     input_shape=self.ctx.input_shape,
                                      progress=lambda it: tqdm(it, desc="units: test batches", unit="batch",
                                                               leave=False))
-        return {"examples": examples, "seconds": time.perf_counter() - t0, "images": n}
+        for ex in examples.values():  # back to test-set indices
+            ex.indices = keep.numpy()[ex.indices]
+        return {"examples": examples, "seconds": time.perf_counter() - t0, "images": n, "distinct": len(keep)}
 
     def store(self, result: dict, writer, run_dir: Path) -> None:
         for layer, ex in result["examples"].items():
@@ -113,7 +126,7 @@ class UnitsJob:
             units = self.class_names(layer) if ex.kind == "class" else None
             pics = self.pictures.get(layer)
             what = "class" if ex.kind == "class" else "channel"
-            title = (f"{layer}: the top {ex.values.shape[1]} of {ex.images_seen} test images per {what} "
+            title = (f"{layer}: the top {ex.values.shape[1]} of {ex.images_seen} distinct test images per {what} "
                      + (f"(crops: the {ex.field.size}x{ex.field.size} px receptive field at the maximum)"
                         if ex.kind == "channel" else "(whole images, ranked by the logit)")
                      + ("; first column: the optimized picture" if pics else ""))
@@ -146,7 +159,8 @@ class UnitsJob:
         return Section(
             "Dataset examples per unit",
             paragraphs=[f"For every channel of every convolution layer (its map's maximum) and every class of every "
-                        f"head (its logit): the {self.k} test images of {result['images']} with the highest value, "
+                        f"head (its logit): the {self.k} test images of {result['images']} ({result['distinct']} "
+                        f"distinct: exact copies are ranked once) with the highest value, "
                         f"from one streaming pass ({result['seconds']:.1f} s). Crops are the receptive field "
                         f"around the position of the maximum. Stored in visualization.h5 under units/<layer> "
                         f"(docs/units-explorer.md)."],

@@ -144,7 +144,15 @@ def test_units_job_writes_the_store_figures_and_explorer(tiny_trained):
         u = h5.units("features.conv3")
         assert u["values"].shape == (64, 3) and u["positions"].shape == (64, 3, 2)
         assert u["crops"].shape == (64, 3, 3, 10, 10) and u["attrs"]["rf_size"] == 10
-        assert u["attrs"]["images"] == len(test.labels)
+        # every test image is ranked once however often it repeats (the course's data repeats images)
+        distinct = {bytes(im.numpy().tobytes()) for im in test.images}
+        assert u["attrs"]["images"] == len(distinct) <= len(test.labels)
+        for row in u["indices"]:
+            assert len({bytes(test.images[int(i)].numpy().tobytes()) for i in row}) == len(row)
+        first = {}
+        for i, im in enumerate(test.images):
+            first.setdefault(bytes(im.numpy().tobytes()), i)
+        assert set(u["indices"].ravel().tolist()) <= set(first.values())  # a copy's first test index
         # oracle: a direct forward of the named test images gives the stored value at the stored position
         x = test.images[torch.from_numpy(u["indices"][:, 0])].float() / 255
         with torch.no_grad():
