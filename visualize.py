@@ -3,7 +3,7 @@
 Finds the newest checkpoint that train.py wrote for the dataset (or takes ckpt=...), and
 writes visualization.h5, figures/ and index.html into its run directory. Configs: conf/visualize.yaml,
 conf/job/ (one file per job), conf/methods/ (one per attribution method); `python visualize.py --help`.
-All the work happens in pipeline/visualization/run.py and the jobs of pipeline/jobs/.
+All the work happens in pipeline/visualize_run.py and the jobs of pipeline/jobs/.
 """
 import hydra
 from omegaconf import DictConfig
@@ -17,7 +17,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
 def main(cfg: DictConfig):
-    from pipeline.visualization.run import run_visualize
+    from pipeline.visualize_run import run_visualize
 
     return run_job(run_visualize, cfg)
 

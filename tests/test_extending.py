@@ -20,7 +20,7 @@ from pipeline.training.lit_module import LitClassifier
 from pipeline.jobs.base import build_jobs
 from pipeline.training.train import run_training
 from pipeline.visualization.context import load_context
-from pipeline.visualization.run import run_visualize
+from pipeline.visualize_run import run_visualize
 from tests.conftest import QUIET_TRAINER, TINY, compose_cfg, run_cli
 from tests.extension_example.positive_gradcam import PositiveGradCAM
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from pipeline.report.sweep_runs import read_run
-from pipeline.visualization.run import checkpoint_line
+from pipeline.visualize_run import checkpoint_line
 
 INFO = {"checkpoint": "/o/train/lines/multihead/2026-11-26_01-53/checkpoints/best.ckpt",
         "train_run": "/o/train/lines/multihead/2026-11-26_01-53", "test_accuracy": 0.99875,

@@ -35,7 +35,7 @@ def browser():
 @pytest.fixture(scope="module")
 def reports(tiny_trained):
     """The tiny multihead run's training report and the report of ``visualize.py job=all`` on it."""
-    from pipeline.visualization.run import run_visualize
+    from pipeline.visualize_run import run_visualize
 
     root, runs = tiny_trained
     cfg = compose_cfg(root, [*TINY["lines"], "search_cut_short=true", "job=all", "ckpt="

@@ -74,7 +74,7 @@ def test_train_report_shows_metrics_curves_and_confusion_matrices(tmp_path):
 
 
 def test_visualize_report_shows_the_same_training_figures(tmp_path):
-    from pipeline.visualization.run import _model_section
+    from pipeline.visualize_run import _model_section
 
     run = _fake_run(tmp_path / "run")
     ctx = SimpleNamespace(layer_rows=json.loads((run / "layers.json").read_text()), class_names=class_names(),
@@ -180,7 +180,7 @@ def test_eval_report_shows_metrics_and_confusion_matrices(tmp_path):
 
 
 def test_visualize_model_section_puts_the_long_layer_list_after_the_figures(tmp_path):
-    from pipeline.visualization.run import _model_section
+    from pipeline.visualize_run import _model_section
 
     run = _fake_run(tmp_path / "run")
     ctx = SimpleNamespace(layer_rows=json.loads((run / "layers.json").read_text()), class_names=class_names(),

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipeline.training.lit_module import LitClassifier
-from pipeline.visualization.run import run_visualize
+from pipeline.visualize_run import run_visualize
 from tests.conftest import ROOT, TINY, compose_cfg
 
 HEADS = {"length": 2, "width": 2, "angle": 12, "colour": 2}

@@ -19,7 +19,7 @@ from pipeline.evaluation.sampling import evaluation_sample
 from pipeline.evaluation.sanity import merge_cascades, parameter_layers, randomization_cascade
 from pipeline.storage.h5store import H5Run
 from pipeline.visualization.context import load_context
-from pipeline.visualization.run import run_visualize
+from pipeline.visualize_run import run_visualize
 from tests.conftest import TINY, compose_cfg
 
 N, N_FAITH, STEPS, SEED = 24, 6, 5, 3

@@ -14,7 +14,7 @@ from pipeline.errors import CnnvisError
 from pipeline.jobs.target_choice import TargetSpec, parse_targets, rank_classes
 from pipeline.storage.h5store import H5Run
 from pipeline.training.lit_module import LitClassifier, head_probabilities
-from pipeline.visualization.run import run_visualize
+from pipeline.visualize_run import run_visualize
 from tests.conftest import TINY, compose_cfg
 
 HEADS = ("length", "width", "angle", "colour")

@@ -13,7 +13,7 @@ from torch import nn
 from pipeline.errors import CnnvisError
 from pipeline.storage.h5store import H5Run
 from pipeline.training.lit_module import LitClassifier
-from pipeline.visualization.run import run_visualize
+from pipeline.visualize_run import run_visualize
 from pipeline.visualization.unit_examples import RunningTopK, crop, receptive_field, top_unit_examples
 from tests.conftest import TINY, compose_cfg
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.cli import run_job
 from pipeline.training.train import run_training
-from pipeline.visualization.run import run_visualize
+from pipeline.visualize_run import run_visualize
 from tests.conftest import QUIET_TRAINER, TINY, compose_cfg
 
 

@@ -23,7 +23,7 @@ from pipeline.errors import CnnvisError, NoCheckpointError
 from pipeline.storage.h5store import H5Run
 from pipeline.training.lit_module import LitClassifier
 from pipeline.visualization.layers import UnknownLayerError
-from pipeline.visualization.run import run_visualize
+from pipeline.visualize_run import run_visualize
 from tests.conftest import TINY, compose_cfg
 
 FAST_FILTERS = ["filters.steps=8", "filters.max_filters=6", "filters.top=4"]

@@ -1,5 +1,6 @@
 """``python visualize.py``: context -> jobs (built from their config blocks, checked) -> images ->
-HDF5 + figures -> report (the jobs: :mod:`pipeline.jobs`).
+HDF5 + figures -> report (the jobs: :mod:`pipeline.jobs`). It sits above the jobs it runs and the
+primitives they use (:mod:`pipeline.visualization`): calls only go down (tests/test_layering.py).
 
 Output, in the run directory (``outputs/visualize/<dataset>/<job>/<time>/`` or a sweep's subdir):
 ``visualization.h5`` (layout in the README), ``figures/``, ``index.html`` and ``summary.json``
