@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -25,7 +24,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from pipeline.leftovers import partial_path  # noqa: E402
+from pipeline.leftovers import atomic_file  # noqa: E402
 from pipeline.rendering.output import save_figure  # noqa: E402
 from pipeline.rendering.style import MIN_FONT_PT  # noqa: E402
 
@@ -171,11 +170,9 @@ def write_confusion_csv(cm, class_names: Sequence[str], path) -> Path:
         raise ValueError(f"confusion matrix {cm.shape} does not match {len(names)} class names")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    with open(tmp, "w", newline="") as fh:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true\\predicted", *names])
         for name, row in zip(names, cm):
             w.writerow([name, *(int(v) for v in row)])
-    os.replace(tmp, path)
     return path

@@ -2,7 +2,7 @@
 
 One self-contained page: inline CSS, no JavaScript, nothing fetched from the network; images
 are referenced by paths relative to the report, so a run directory can be moved or zipped
-as a whole. All text is HTML-escaped. Files are written atomically (temp file + os.replace).
+as a whole. All text is HTML-escaped. Files are written atomically (beside, flushed, renamed).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
-from pipeline.leftovers import partial_path
+from pipeline.leftovers import atomic_file
 from pipeline.report.sections import Figure, Section, Table, format_percent, format_value, is_percent_column
 
 __all__ = ["Figure", "Table", "Section", "format_value", "write_report", "write_sweep_index"]
@@ -50,18 +50,10 @@ def _slug(text: str, used: set[str]) -> str:
 
 
 def atomic_write(path: Path, text: str) -> Path:
+    """``text`` to ``path`` whole or not at all (:func:`pipeline.leftovers.atomic_file`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
