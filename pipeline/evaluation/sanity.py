@@ -11,6 +11,7 @@ correlation stays high (e.g. an edge detector, or a map that ignores the model) 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Callable, Mapping, Sequence
@@ -18,10 +19,14 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from pipeline.evaluation.bottom_reuse import BottomReuse
+
 __all__ = ["rankdata", "spearman", "parameter_layers", "randomization_cascade", "head_cascades",
            "merge_cascades"]
 
 AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+REUSE_BYTES = 2 << 30  # the cascade's stored bottom outputs, at most (2 GiB; see bottom_reuse)
+
 HeadsAttributeFn = Callable[[nn.Module, torch.Tensor, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 
 
@@ -99,7 +104,7 @@ def _reinitialize(module: nn.Module) -> None:
 
 def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.Tensor,
                           targets: torch.Tensor, seed: int = 0,
-                          layers: list[str] | None = None) -> list[dict]:
+                          layers: list[str] | None = None, reuse_bytes: int = REUSE_BYTES) -> list[dict]:
     """Cascading randomization, top layer first, on a deep copy of ``model``.
 
     ``attribute_fn(model_copy, x, targets) -> maps [N, H, W]``. ``layers`` (default
@@ -111,21 +116,26 @@ def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.
     [N] (of |map|), "mean" (of "spearman"), "maps" [N, H, W]}``; step 0 has ``layer
     "none"`` and is the trained model (correlation 1, or 0 for a constant map). ``model``
     itself is never modified; the copy keeps its train/eval mode.
+
+    ``reuse_bytes`` > 0: the leaves below the first randomized layer compute each input once and
+    serve every later step (:class:`~pipeline.evaluation.bottom_reuse.BottomReuse`, storing at most
+    that many bytes); 0 recomputes the whole model at every step. The maps are the same.
     """
     names = parameter_layers(model) if layers is None else list(layers)
     _check_layers(model, names)
 
     work = copy.deepcopy(model)
     cuda_devices = sorted({p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"})
+    reuse = BottomReuse(model, reuse_bytes) if reuse_bytes > 0 else None
+    randomized: list[str] = []
 
     def attribute() -> torch.Tensor:
-        with torch.enable_grad():
+        with torch.enable_grad(), _reusing(reuse, work, randomized):
             maps = attribute_fn(work, x, targets)
         return torch.as_tensor(maps).detach()
 
     reference = attribute()
     results = [_step("none", [], reference, reference)]
-    randomized: list[str] = []
     for k, name in enumerate(reversed(names), start=1):
         module = work.get_submodule(name)
         with torch.random.fork_rng(devices=cuda_devices):
@@ -134,6 +144,10 @@ def randomization_cascade(model: nn.Module, attribute_fn: AttributeFn, x: torch.
         randomized.append(name)
         results.append(_step(name, randomized, attribute(), reference))
     return results
+
+
+def _reusing(reuse: BottomReuse | None, work: nn.Module, randomized: Sequence[str]):
+    return reuse.active(work, randomized) if reuse is not None else contextlib.nullcontext()
 
 
 def _step(layer: str, randomized: list[str], maps: torch.Tensor, reference: torch.Tensor) -> dict:
@@ -160,7 +174,7 @@ def _check_layers(model: nn.Module, names: Sequence[str]) -> None:
 
 def head_cascades(model: nn.Module, attribute_fn: HeadsAttributeFn, x: torch.Tensor,
                   targets: Mapping[str, torch.Tensor], layers: Mapping[str, Sequence[str]],
-                  seeds: Sequence[int]) -> dict[str, list[list[dict]]]:
+                  seeds: Sequence[int], reuse_bytes: int = REUSE_BYTES) -> dict[str, list[list[dict]]]:
     """:func:`randomization_cascade` for several heads and seeds at once: ``{head: [one cascade
     per seed]}``, each equal to ``randomization_cascade(model, fn_head, x, targets[head],
     seed, layers[head])`` with ``fn_head`` the one-head view of ``attribute_fn``.
@@ -176,7 +190,8 @@ def head_cascades(model: nn.Module, attribute_fn: HeadsAttributeFn, x: torch.Ten
     separate passes.
 
     The trained model's maps (step 0) are computed once and shared by every seed; all maps of a
-    step run in one ``attribute_fn`` call. ``model`` is never modified.
+    step run in one ``attribute_fn`` call. ``model`` is never modified. ``reuse_bytes``: as in
+    :func:`randomization_cascade` (the bottom's outputs are shared by every seed and step).
     """
     heads = list(targets)
     if not heads or set(heads) != set(layers):
@@ -196,27 +211,30 @@ def head_cascades(model: nn.Module, attribute_fn: HeadsAttributeFn, x: torch.Ten
     out: dict[str, list[list[dict]]] = {}
     for members, _ in groups:
         out.update(_head_cascades(model, attribute_fn, x, {h: targets[h] for h in members},
-                                  {h: names[h] for h in members}, seeds))
+                                  {h: names[h] for h in members}, seeds, reuse_bytes))
     return {h: out[h] for h in heads}
 
 
-def _head_cascades(model, attribute_fn, x, targets, names, seeds) -> dict[str, list[list[dict]]]:
+def _head_cascades(model, attribute_fn, x, targets, names, seeds, reuse_bytes) -> dict[str, list[list[dict]]]:
     heads = list(targets)
     depth = max(len(v) for v in names.values())
-    reference = _attribute(attribute_fn, copy.deepcopy(model), x, targets)
+    reuse = BottomReuse(model, reuse_bytes) if reuse_bytes > 0 else None
+    reference = _attribute(attribute_fn, copy.deepcopy(model), x, targets, reuse, [])
     first = {h: _step("none", [], reference[h], reference[h]) for h in heads}
     out: dict[str, list[list[dict]]] = {h: [] for h in heads}
     for seed in seeds:
         work = copy.deepcopy(model)
         cuda_devices = sorted({p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"})
         runs = {h: [first[h]] for h in heads}
+        randomized: list[str] = []
         for k in range(1, depth + 1):
             for name in dict.fromkeys(names[h][-k] for h in heads if k <= len(names[h])):
                 with torch.random.fork_rng(devices=cuda_devices):
                     torch.manual_seed(seed + k)
                     _reinitialize(work.get_submodule(name))
+                randomized.append(name)
             live = [h for h in heads if k <= len(names[h])]
-            maps = _attribute(attribute_fn, work, x, {h: targets[h] for h in live})
+            maps = _attribute(attribute_fn, work, x, {h: targets[h] for h in live}, reuse, randomized)
             for h in live:
                 runs[h].append(_step(names[h][-k], names[h][-k:][::-1], maps[h], reference[h]))
         for h in heads:
@@ -224,8 +242,8 @@ def _head_cascades(model, attribute_fn, x, targets, names, seeds) -> dict[str, l
     return out
 
 
-def _attribute(attribute_fn, work, x, targets) -> dict[str, torch.Tensor]:
-    with torch.enable_grad():
+def _attribute(attribute_fn, work, x, targets, reuse=None, randomized=()) -> dict[str, torch.Tensor]:
+    with torch.enable_grad(), _reusing(reuse, work, randomized):
         maps = attribute_fn(work, x, targets)
     return {h: torch.as_tensor(maps[h]).detach() for h in targets}
 
