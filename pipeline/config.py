@@ -161,6 +161,8 @@ class AugmentSchema:
     length_jitter: List[float] = field(default_factory=lambda: list(_AUG.length_jitter))
     angle_jitter: float = _AUG.angle_jitter
     uniform_position: float = _AUG.uniform_position
+    pillow: float = _AUG.pillow
+    whole_pixel_ends: float = _AUG.whole_pixel_ends
 
 
 @dataclass

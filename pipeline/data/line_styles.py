@@ -46,6 +46,7 @@ import torch
 
 from pipeline.data.line_render import PIXEL_VARIANCE, gaussian_blur, jpeg_roundtrip, line_coverage, rasterize_lines
 from pipeline.data.lines_labels import ANGLES_DEG, COLOUR_RGB, COLOURS, LENGTHS_PX, WIDTHS_PX, decode_label
+from pipeline.data.pen_render import PEN_LINE, PEN_NONE, PEN_POLYGON, draw_pen_lines
 
 #: An anti-aliased pixel belongs to the ground-truth mask when the line covers at least this share of it.
 MASK_COVERAGE = 0.25
@@ -62,6 +63,12 @@ BLOCK_GAP = 4
 BLOCK_EXTENT_FLOOR = 10
 #: The course's JPEG settings (OpenCV's imwrite defaults).
 COURSE_JPEG_QUALITY = 95
+#: Pillow-drawn training lines (``data.augment.pillow``): this share are ``ImageDraw.line``, the rest polygons;
+PEN_LINE_SHARE = 0.6
+#: their length is the sheet's 7 / 15 px plus this (px: a student's line may run 7 or 8 px end to end) ...
+PEN_LENGTH_JITTER = (-0.5, 1.0)
+#: ... and a polygon's width the sheet's 1 / 3 px plus this (a line's pen width is the whole 1 or 3).
+PEN_POLYGON_WIDTH_JITTER = (-0.25, 0.25)
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,8 @@ class Augment:
     length_jitter: tuple[float, float] = (-1.5, 1.0)  # px added to the style's core length
     angle_jitter: float = 1.5                        # degrees, uniform in [-a, a]
     uniform_position: float = 0.5                    # share of centres uniform over the valid positions
+    pillow: float = 0.3                              # share of randomized lines drawn by Pillow's pen (pen_render.py)
+    whole_pixel_ends: float = 0.5                    # share of Pillow's lines with end points on whole pixels
 
     def __post_init__(self) -> None:
         def check_range(name, lo_min, hi_max):
@@ -129,7 +138,8 @@ class Augment:
         check_range("jpeg_quality", 1, 100)
         check_range("width_jitter", -0.9, 3.0)
         check_range("length_jitter", -5.0, 5.0)
-        for name in ("share", "blocks", "hard_edges", "jpeg_420", "no_jpeg", "uniform_position"):
+        for name in ("share", "blocks", "hard_edges", "jpeg_420", "no_jpeg", "uniform_position", "pillow",
+                     "whole_pixel_ends"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"data.augment.{name}={v} is invalid: it must be a share in [0, 1]")
@@ -184,13 +194,14 @@ class RenderParams:
     channels: np.ndarray       # int: RGB channel of the colour
     block: np.ndarray = None   # bool: drawn by the course's generator (a rotated block moved by whole pixels)
     exact_jpeg: np.ndarray = None  # bool: one JPEG file per image (else tiled with others: faster, edges may differ)
+    pen: np.ndarray = None     # int: drawn by Pillow's pen (pen_render.PEN_LINE / PEN_POLYGON), 0 = not
+    whole_px: np.ndarray = None  # bool: a Pillow line's end points rounded to whole pixels
 
     def __post_init__(self) -> None:
         n = len(self.labels)
-        if self.block is None:
-            self.block = np.zeros(n, dtype=bool)
-        if self.exact_jpeg is None:
-            self.exact_jpeg = np.zeros(n, dtype=bool)
+        for name, dtype in (("block", bool), ("exact_jpeg", bool), ("pen", np.int64), ("whole_px", bool)):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(n, dtype=dtype))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -343,6 +354,8 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
     j420 = np.full(n, style.jpeg_subsampling == "4:2:0")
     uniform_pos = np.full(n, style.centre_mean is None)
     block = np.full(n, style.block)
+    pen = np.zeros(n, dtype=np.int64)
+    whole_px = np.zeros(n, dtype=bool)
     channels = np.asarray([int(np.argmax(COLOUR_RGB[c])) for c in COLOURS])[parts["colour"]]
 
     if style.brightness[1] > style.brightness[0]:
@@ -373,6 +386,16 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
         widths[aug] = widths[aug] + w_jit
         lengths[aug] = np.maximum(lengths[aug] + l_jit, 1.0)
         anti_alias[block] = False
+        if a.pillow > 0:  # other students' pens at the sheet's nominal sizes (pen_render.py)
+            pen_rng = np.random.default_rng([seed, 3])
+            drawn = lines & (pen_rng.random(n) < a.pillow)
+            k = int(drawn.sum())
+            pen[drawn] = np.where(pen_rng.random(k) < PEN_LINE_SHARE, PEN_LINE, PEN_POLYGON)
+            whole_px[drawn] = (pen[drawn] == PEN_LINE) & (pen_rng.random(k) < a.whole_pixel_ends)
+            lengths[drawn] = np.asarray(LENGTHS_PX, dtype=np.float64)[parts["length"][drawn]] + pen_rng.uniform(*PEN_LENGTH_JITTER, k)
+            widths[drawn] = np.asarray(WIDTHS_PX, dtype=np.float64)[parts["width"][drawn]] + np.where(
+                pen[drawn] == PEN_POLYGON, pen_rng.uniform(*PEN_POLYGON_WIDTH_JITTER, k), 0.0)
+            anti_alias[drawn], blur[drawn] = False, 0.0
         # hard-edged lines narrower than a pixel break into dots: no drawing program makes those
         widths = np.where(anti_alias, np.maximum(widths, MIN_SOFT_WIDTH), np.maximum(widths, 1.0))
 
@@ -398,7 +421,8 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
         centres = centres.astype(np.float32).astype(np.float64)  # the original generator's float32 centres
     return RenderParams(labels=labels, centres=centres, angles=angles, lengths=lengths, widths=widths,
                         blur=blur, anti_alias=anti_alias, brightness=brightness, jpeg_quality=quality,
-                        jpeg_420=j420, channels=channels, block=block, exact_jpeg=block & ~aug)
+                        jpeg_420=j420, channels=channels, block=block, exact_jpeg=block & ~aug, pen=pen,
+                        whole_px=whole_px)
 
 
 def _draw_blocks(p: RenderParams, image_size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -439,7 +463,8 @@ def render(params: RenderParams, image_size: int = 28, progress: bool = False) -
         mask = np.zeros((len(p), s, s), dtype=bool)
         blocks = np.flatnonzero(p.block)
         soft = np.flatnonzero(p.anti_alias & ~p.block)
-        hard = np.flatnonzero(~p.anti_alias & ~p.block)
+        hard = np.flatnonzero(~p.anti_alias & ~p.block & (p.pen == PEN_NONE))
+        pens = np.flatnonzero((p.pen != PEN_NONE) & ~p.block)
         if len(soft):
             cov[soft] = line_coverage(p.centres[soft], p.angles[soft], p.lengths[soft], p.widths[soft],
                                       p.blur[soft], s)
@@ -450,6 +475,11 @@ def render(params: RenderParams, image_size: int = 28, progress: bool = False) -
             mask[hard] = m
         if len(blocks):
             cov[blocks], mask[blocks] = _draw_blocks(p.subset(blocks), s)
+        if len(pens):
+            m = draw_pen_lines(p.pen[pens], p.centres[pens], p.angles[pens], p.lengths[pens], p.widths[pens],
+                               p.whole_px[pens], s)
+            cov[pens] = gaussian_blur(torch.from_numpy(m).float(), p.blur[pens])
+            mask[pens] = m
         masks[sl] = mask
         value = np.rint(cov.numpy() * p.brightness[:, None, None] * 255).clip(0, 255).astype(np.uint8)
         images[np.arange(sl.start, sl.stop), p.channels] = value
