@@ -10,8 +10,10 @@ here, once:
   :mod:`pipeline.attribution.targets`); a model without ``head_classes`` is checked against
   its outputs after the first forward;
 * batching: ``batch_size`` rows per forward pass, results concatenated per head;
-* a multi-head model: every head from ONE forward pass (one backward per head); ``heads=``
-  restricts it; a model returning one tensor gives one :class:`AttributionResult`, a model
+* a multi-head model: every head from ONE forward pass; ``heads_backward="per_head"`` (default)
+  runs one backward per head on the shared graph, ``"batched"`` every head's gradient in ONE
+  ``torch.autograd.grad(is_grads_batched=True)`` (equal; slower on the CPU, where vmap has no
+  batching rule for the convolution backward: docs/gradcam.md); ``heads=`` restricts the heads; a model returning one tensor gives one :class:`AttributionResult`, a model
   returning a dict ``{head: AttributionResult}``;
 * grad enabled explicitly (``torch.inference_mode(False)``), so a call from inside a Lightning
   ``predict_step`` works; grad mode restored afterwards; no parameter's ``.grad`` touched;
@@ -45,8 +47,9 @@ from pipeline.visualization.receptive_field import ChainTrace, LayerGeometry, la
 
 log = logging.getLogger(__name__)
 PLACEMENTS = ("receptive_field", "stretch")
+HEADS_BACKWARD = ("per_head", "batched")
 
-__all__ = ["AttributionMethod", "CallState", "Scored"]
+__all__ = ["AttributionMethod", "CallState", "Scored", "batched_head_grads", "HEADS_BACKWARD"]
 
 
 @dataclass
@@ -81,7 +84,7 @@ class AttributionMethod:
     """Shared machinery of the attribution methods (see the module docstring).
 
     ``Method(model, target_layer=None, heads=None, batch_size=256, channels_last=None,
-    skip_unused_heads=True, placement="receptive_field", **params)``; ``target_layer`` is a module name
+    skip_unused_heads=True, placement="receptive_field", heads_backward="per_head", **params)``; ``target_layer`` is a module name
     (``"features.conv3"``) or the module; it is required when ``needs_layer`` and must be None
     otherwise (the input-gradient methods).
     """
@@ -93,8 +96,12 @@ class AttributionMethod:
     def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None,
                  heads: Sequence[str] | str | None = None, batch_size: int = 256,
                  channels_last: bool | None = None, skip_unused_heads: bool = True,
-                 placement: str = "receptive_field"):
+                 placement: str = "receptive_field", heads_backward: str = "per_head"):
         self.model = model
+        if heads_backward not in HEADS_BACKWARD:
+            raise ValueError(f"heads_backward must be one of {HEADS_BACKWARD}, got {heads_backward!r}")
+        self.heads_backward = heads_backward
+        self._batched_ok = True
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         self.placement = placement
@@ -289,13 +296,38 @@ class AttributionMethod:
             res[h] = Scored(target, target(logits), target.probability(logits))
         return res
 
-    @staticmethod
-    def _head_grads(scored: dict[str, Scored], wrt: torch.Tensor, what: str):
-        """``(head, dScore/dwrt)`` per head: one backward per head on a shared graph."""
+    def _head_grads(self, scored: dict[str, Scored], wrt: torch.Tensor, what: str):
+        """``(head, dScore/dwrt)`` per head, as ``heads_backward`` says: ``"batched"``, every head in
+        ONE backward (``torch.autograd.grad(is_grads_batched=True)``: the scores stacked ``[H, n]``,
+        the grad outputs the rows of an identity, vmapped); ``"per_head"``, one backward per head
+        on the shared graph. A graph whose backward vmap cannot batch falls back to one backward per
+        head (remembered, logged once)."""
         heads = list(scored)
-        for j, h in enumerate(heads):
-            score = scored[h].score
-            if not score.requires_grad:
+        for h in heads:
+            if not scored[h].score.requires_grad:
                 raise ValueError(f"head {h!r} does not depend on {what}")
-            g, = torch.autograd.grad(score.sum(), wrt, retain_graph=j < len(heads) - 1, allow_unused=True)
+        if self.heads_backward == "batched" and len(heads) > 1 and self._batched_ok:
+            try:
+                grads = batched_head_grads([scored[h].score for h in heads], wrt)
+            except RuntimeError as exc:
+                self._batched_ok = False
+                log.warning("%s: the heads' batched backward failed (%s: %s); one backward per head from now on",
+                            type(self).__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            else:
+                yield from zip(heads, grads)
+                return
+        for j, h in enumerate(heads):
+            g, = torch.autograd.grad(scored[h].score.sum(), wrt, retain_graph=j < len(heads) - 1, allow_unused=True)
             yield h, (torch.zeros_like(wrt) if g is None else g)
+
+
+def batched_head_grads(scores: Sequence[torch.Tensor], wrt: torch.Tensor) -> list[torch.Tensor]:
+    """``[dscores[k].sum()/dwrt for k]`` in ONE backward: the ``[n]`` scores stacked ``[H, n]``,
+    ``torch.autograd.grad(..., is_grads_batched=True)`` with one identity row per head as the grad
+    output. The graph is kept, so a caller can still fall back to one backward per head."""
+    s = torch.stack([sc.reshape(-1) for sc in scores])
+    k = len(scores)
+    eye = torch.eye(k, dtype=s.dtype, device=s.device)
+    go = eye[:, :, None].expand(k, k, s.shape[1])
+    g, = torch.autograd.grad(s, wrt, grad_outputs=go, is_grads_batched=True, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(wrt) for _ in scores] if g is None else list(g.unbind(0))
