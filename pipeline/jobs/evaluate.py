@@ -16,6 +16,11 @@ at one layer:
   re-initializations. A method passes when the correlation falls below
   ``evaluate.sanity_threshold`` once the top layer is randomized.
 
+Every score comes with a bootstrap confidence interval over the images (``evaluate.bootstrap_resamples``
+resamples, a ``evaluate.confidence`` percentile interval, seeded; :mod:`pipeline.evaluation.bootstrap`),
+and every verdict (the sanity check's pass/fail, deletion faster than random) says whether its interval
+settles it: ``<score>_ci`` ``[low, high]``, ``sanity_verdict``, ``deletion_verdict`` in the rows.
+
 Results: ``evaluation/`` in the run's HDF5 file, ``evaluation.csv`` / ``evaluation.json``, plots
 under ``figures/evaluation/`` and a report section.
 """
@@ -32,11 +37,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.errors import CnnvisError
+from pipeline.evaluation.bootstrap import bootstrap_ci, verdict
 from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion, end_scores
 from pipeline.evaluation.localization import localization_scores, pointing_game_valid
 from pipeline.evaluation.sampling import evaluation_sample
 from pipeline.evaluation.sanity import head_cascades, merge_cascades, parameter_layers
-from pipeline.evaluation.scoreboard import COLUMNS, evaluation_observations, print_bars, write_tables
+from pipeline.evaluation.scoreboard import (COLUMNS, faithfulness_class, evaluation_observations, print_bars,
+                                            score_lines, table_cell, write_tables)
 from pipeline.jobs.method_choice import build_method, chosen_methods, needs_layer
 from pipeline.report.sections import Figure, Section, Table
 from pipeline.visualization.context import VisContext
@@ -62,7 +69,8 @@ class Evaluation:
 class EvaluateJob:
     def __init__(self, ctx: VisContext, layers: list[str] | None, seed: int, *, methods: list[str],
                  catalog: dict[str, Any], head: str | None = None, num_images: int, faithfulness_images: int,
-                 deletion_steps: int, sanity_images: int, sanity_repeats: int, sanity_threshold: float):
+                 deletion_steps: int, sanity_images: int, sanity_repeats: int, sanity_threshold: float,
+                 bootstrap_resamples: int = 1000, confidence: float = 0.95, sanity_reuse_mb: int = 2048):
         self.ctx, self.seed = ctx, seed
         self.methods = chosen_methods(methods, catalog, "evaluate.methods")
         if layers and len(layers) > 1:
@@ -79,6 +87,10 @@ class EvaluateJob:
                 raise CnnvisError(f"evaluate.{key}={value} is invalid: it must be a positive integer")
         self.num_images, self.faithfulness_images, self.sanity_images = num_images, faithfulness_images, sanity_images
         self.sanity_repeats, self.deletion_steps, self.sanity_threshold = sanity_repeats, deletion_steps, sanity_threshold
+        if bootstrap_resamples < 1 or not 0 < confidence < 1 or sanity_reuse_mb < 0:
+            raise CnnvisError(f"evaluate.bootstrap_resamples={bootstrap_resamples} must be >= 1, evaluate.confidence="
+                              f"{confidence} in (0, 1) and evaluate.sanity_reuse_mb={sanity_reuse_mb} >= 0")
+        self.bootstrap_resamples, self.confidence, self.sanity_reuse_mb = bootstrap_resamples, confidence, sanity_reuse_mb
 
     # -- computing ------------------------------------------------------------------------------
     def _maps(self, net, factory, x: torch.Tensor, targets: dict | None, heads: list[str], batch_size: int):
@@ -108,15 +120,17 @@ class EvaluateJob:
                        "seconds": elapsed / len(results)}
                 arrays = {"maps": maps[:64].numpy(), "targets": res.targets.numpy()}  # the first 64 maps
                 attrs: dict = {}
-                row["blank_maps"] = float((~pointing_game_valid(maps)).float().mean())  # no peak: all zero / constant
+                per_image: dict[str, np.ndarray] = {}  # score -> its values per image ([R, N]: R per image)
+                blank = (~pointing_game_valid(maps)).float()  # no peak: all zero / constant
+                row["blank_maps"], per_image["blank_maps"] = float(blank.mean()), blank.numpy()
                 if masks is not None:
                     loc = localization_scores(maps, masks, dilate=1)
                     for k in ("pointing_game", "energy_in_mask", "mask_share", "topk_iou"):
-                        arrays[k] = loc[k].float().numpy()
+                        arrays[k] = per_image[k] = loc[k].float().numpy()
                         row[k] = float(loc[k].float().mean())
                 if n_faith:
                     self._faithfulness(name, head, res, x[:n_faith], maps[:n_faith], batch_size, row, arrays, ev,
-                                       random_cache)
+                                       random_cache, per_image)
                 if n_sanity:
                     steps = cascades[head]
                     ev.cascades.setdefault(head, {})[name] = steps
@@ -127,11 +141,27 @@ class EvaluateJob:
                     arrays["sanity_spearman"] = np.stack([s["spearman"].numpy() for s in steps])
                     attrs = {"sanity_layers": json.dumps([s["layer"] for s in steps]),
                              "sanity_repeats": self.sanity_repeats}  # spearman rows: repeat-major
+                    if len(steps) > 1:
+                        per_image["sanity_top_layer"] = steps[1]["spearman"].numpy().reshape(self.sanity_repeats, -1)
+                    per_image["sanity_last_step"] = steps[-1]["spearman"].numpy().reshape(self.sanity_repeats, -1)
+                self._intervals(row, per_image)
+                attrs.update({f"{k}_ci": row[f"{k}_ci"] for k in per_image})
                 ev.rows.append(row)
                 ev.arrays[(name, head)] = {"arrays": arrays, "attrs": attrs}
         return ev
 
-    def _faithfulness(self, name, head, res, xf, mf, batch_size, row, arrays, ev, random_cache) -> None:
+    def _intervals(self, row: dict, per_image: dict[str, np.ndarray]) -> None:
+        """``<score>_ci`` for every score measured per image, and the verdicts with what settles them."""
+        for k, values in per_image.items():
+            row[f"{k}_ci"] = list(bootstrap_ci(values, self.bootstrap_resamples, self.confidence, self.seed))
+        if "sanity_top_layer" in per_image:
+            row["sanity_verdict"] = verdict(row["sanity_top_layer_ci"], self.sanity_threshold)
+        if "deletion_gap" in per_image:
+            lo, hi = row["deletion_gap_ci"]
+            row["deletion_verdict"] = ("settled" if faithfulness_class(lo) == faithfulness_class(hi)
+                                       else "not settled by this sample")
+
+    def _faithfulness(self, name, head, res, xf, mf, batch_size, row, arrays, ev, random_cache, per_image) -> None:
         score = class_probability_fn(self.ctx.net, res.targets.to(self.ctx.device), head if self.ctx.multihead else None)
         mf = mf.to(self.ctx.device)
         targets = (head, tuple(res.targets[:len(xf)].tolist()))
@@ -147,6 +177,10 @@ class EvaluateJob:
                                                        order="random", seed=self.seed, batch_size=batch_size, ends=ends)
             rc, rauc = random_cache[key]
             row[f"{mode}_auc"], row[f"{mode}_auc_random"] = float(auc.mean()), float(rauc.mean())
+            gap = (rauc - auc) if mode == "deletion" else (auc - rauc)  # > 0: the map beats the random order
+            row[f"{mode}_gap"] = float(gap.mean())
+            per_image[f"{mode}_auc"], per_image[f"{mode}_auc_random"] = auc.cpu().numpy(), rauc.cpu().numpy()
+            per_image[f"{mode}_gap"] = gap.cpu().numpy()
             ev.curves.setdefault((head, mode), {})[name] = c.cpu().numpy()
             ev.curves[(head, mode)]["random order"] = rc.cpu().numpy()
             arrays[f"{mode}_curves"] = c.cpu().numpy()
@@ -163,7 +197,8 @@ class EvaluateJob:
             return {h: r.maps for h, r in self._maps(model, factory, xb, dict(t), list(t), batch_size).items()}
 
         runs = head_cascades(net, attribute, x, {h: t.to(x.device) for h, t in targets.items()}, layers,
-                             seeds=[self.seed + 1000 * r for r in range(self.sanity_repeats)])
+                             seeds=[self.seed + 1000 * r for r in range(self.sanity_repeats)],
+                             reuse_bytes=self.sanity_reuse_mb << 20)
         return {h: merge_cascades(r) for h, r in runs.items()}
 
     # -- storing, drawing, reporting --------------------------------------------------------------
@@ -172,6 +207,7 @@ class EvaluateJob:
         for (method, head), stored in result.arrays.items():
             writer.write_evaluation(method, head, stored["arrays"], attrs=stored["attrs"])
         write_tables(result.rows, run_dir)
+        print(score_lines(result.rows, self.confidence))
         bars = print_bars(result.rows, self.ctx.dataset_name)
         if bars:
             print(bars)
@@ -204,11 +240,13 @@ class EvaluateJob:
                        paragraphs=[f"{len(result.indices)} test images (seeded sample), layer {self.layer} for the layer "
                                    f"methods; deletion/insertion on the first {result.faithfulness_images}, the "
                                    f"randomization check on the first {result.sanity_images} ({self.sanity_repeats} "
-                                   f"random re-initializations each). Full table: evaluation.csv / evaluation.json."],
+                                   f"random re-initializations each). Beside each score its {self.confidence:.0%} "
+                                   f"bootstrap interval over the images ({self.bootstrap_resamples} resamples). "
+                                   "Full table: evaluation.csv / evaluation.json."],
                        observations=evaluation_observations(result.rows, result.has_masks)
                        + self.binary_head_observations(result),
                        tables=[Table("Scores per method and head", [c.replace("_", " ") for c in COLUMNS],
-                                     [[r.get(c) for c in COLUMNS] for r in result.rows])],
+                                     [[table_cell(r, c) for c in COLUMNS] for r in result.rows])],
                        figures=figures, key_numbers=self.key_numbers(result.rows))
 
     def binary_head_observations(self, result: Evaluation) -> list[str]:

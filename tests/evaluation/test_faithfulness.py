@@ -192,3 +192,23 @@ def test_precomputed_ends_give_the_same_curves(mode, order):
     torch.testing.assert_close(auc, ref_auc, rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="ends"):
         deletion_insertion(score_fn, x, good, steps=STEPS, ends=(ends[0][:2], ends[1]))
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_batched_over_images_and_steps_equals_a_loop_over_steps(mode):
+    """The batched curves (rows mixing images and steps, in chunks) equal a plain loop: for each
+    step, that step's perturbed images of every image scored together, the pixels picked here."""
+    x, regions, score_fn, good, _ = make_problem(seed=5)
+    curves, auc = deletion_insertion(score_fn, x, good, steps=STEPS, mode=mode, batch_size=7)
+    p = S * S
+    order = torch.sort(good.flatten(1), dim=1, descending=True, stable=True).indices
+    want = torch.empty(N, STEPS + 1, dtype=torch.float64)
+    for s in range(STEPS + 1):
+        changed = torch.zeros(N, p, dtype=torch.bool)
+        changed.scatter_(1, order[:, :s * p // STEPS], True)
+        changed = changed.view(N, 1, S, S)
+        xs = torch.where(changed, 0.0, x) if mode == "deletion" else torch.where(changed, x, torch.zeros_like(x))
+        want[:, s] = score_fn(xs, torch.arange(N)).double()
+    torch.testing.assert_close(curves.double(), want, rtol=0, atol=1e-6)
+    frac = torch.arange(STEPS + 1, dtype=torch.float64) / STEPS
+    torch.testing.assert_close(auc.double(), torch.trapezoid(want, x=frac, dim=1), rtol=0, atol=1e-6)

@@ -120,3 +120,26 @@ def test_sanity_correlations_recomputed_with_the_cascade(evaluated):
         torch.testing.assert_close(torch.from_numpy(stored["sanity_spearman"]).float(),
                                    torch.stack([s["spearman"] for s in steps]).float())
         assert float(rows[("gradcam", head)]["sanity_top_layer"]) == pytest.approx(steps[1]["mean"], abs=1e-6)
+
+
+def test_intervals_recomputed_from_the_stored_per_image_scores(evaluated):
+    """Every interval in evaluation.csv and the HDF5 attrs is the seeded bootstrap of the stored
+    per-image values (sanity: the R x N correlations after randomizing the top layer, by image), it
+    holds its score, and the sanity verdict says settled exactly when the interval is on one side."""
+    from pipeline.evaluation.bootstrap import bootstrap_ci
+
+    ctx, h5, rows = evaluated
+    for method in ("gradcam", "saliency"):
+        for head in HEADS:
+            stored, row = h5.evaluation(method, head), rows[(method, head)]
+            per_image = {k: stored[k] for k in ("pointing_game", "energy_in_mask", "topk_iou")}
+            per_image["sanity_top_layer"] = stored["sanity_spearman"][1].reshape(1, -1)
+            for key, values in per_image.items():
+                want = bootstrap_ci(values, seed=SEED)
+                got = (float(row[f"{key}_ci_low"]), float(row[f"{key}_ci_high"]))
+                assert got == pytest.approx(want, abs=1e-9), key
+                assert list(stored["attrs"][f"{key}_ci"]) == pytest.approx(list(want), abs=1e-9)
+                assert got[0] - 1e-9 <= float(row[key]) <= got[1] + 1e-9
+            low, high = float(row["sanity_top_layer_ci_low"]), float(row["sanity_top_layer_ci_high"])
+            assert (row["sanity_verdict"] == "settled") == (high < 0.5 or low > 0.5)
+            assert row["deletion_verdict"] in ("settled", "not settled by this sample")
