@@ -85,6 +85,14 @@ class LinesFolderDataModule(InMemoryDataModule):
         self.split_indices = {"train": fit_idx, "val": val_idx, "test": test_idx}
         return full.subset(fit_idx), full.subset(val_idx), full.subset(test_idx)
 
+    def test_copied_in_training(self):
+        """bool ``[test files]``: the file shows an image that a training file shows too (only
+        possible with ``split_by="file"``); see :mod:`pipeline.training.leak_check`."""
+        if self.duplicates is None or not hasattr(self, "split_indices"):
+            return None
+        groups = self.duplicates.groups
+        return np.isin(groups[self.split_indices["test"]], groups[self.split_indices["train"]])
+
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if stage in ("fit", "validate"):

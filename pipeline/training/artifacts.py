@@ -96,9 +96,13 @@ def write_all(run_dir: Path, cfg: DictConfig, module, datamodule, trainer, summa
 
     run_dir = Path(run_dir)
     if summary["test"]:
+        from pipeline.training.leak_check import leak_metrics
+
+        summary["leak"] = leak_metrics(module, datamodule)
         write_test_results(run_dir, module, dataset=datamodule.name, model_name=cfg.model.name,
                            checkpoint=summary["best_checkpoint"], test_images=len(datamodule.test),
-                           class_names=datamodule.class_names)
+                           class_names=datamodule.class_names,
+                           extra=None if summary["leak"] is None else {"leak": summary["leak"]})
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.is_file():
         write_stamp(run_dir / "curves", [metrics_csv], plot_learning_curves(metrics_csv, run_dir / "curves"))
@@ -120,6 +124,9 @@ def summary_screen(cfg: DictConfig, summary: dict, datamodule) -> str:
     for head, m in summary["test"].items():
         mark = " <- main" if head == summary["main_head"] else ""
         lines.append(f" test {head:<10} accuracy {m['accuracy']:.4f}   macro F1 {m['f1_macro']:.4f}{mark}")
+    from pipeline.training.leak_check import describe
+
+    lines += describe(summary.get("leak"))
     run_dir = Path(summary["run_dir"])
     lines += [f" run dir:         {run_dir}",
               f" best checkpoint: {summary['best_checkpoint']}",

@@ -110,6 +110,11 @@ def run_evaluation(cfg: DictConfig) -> dict:
     distinct = getattr(datamodule, "distinct_images", None) or {}
     if "test" in distinct:  # lines_folder: files that are exact copies count once here
         extra["distinct_test_images"] = distinct["test"]
+    from pipeline.training.leak_check import leak_metrics
+
+    leak = leak_metrics(module, datamodule)
+    if leak is not None:
+        extra["leak"] = leak
     metrics = artifacts.write_test_results(run_dir, module, dataset=datamodule.name, model_name=hp.get("name", "model"),
                                            checkpoint=ckpt, test_images=n_test, class_names=datamodule.class_names,
                                            extra=extra)
@@ -121,7 +126,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
                       main_head=module.main_head)
     summary = {"run_dir": run_dir, "checkpoint": ckpt, "model": hp.get("name", "model"), "trained_on": hp.get("dataset"),
                "dataset": datamodule.name, "test_images": n_test, "test": module.test_results,
-               "main_head": module.main_head, "metrics": metrics}
+               "main_head": module.main_head, "metrics": metrics, "leak": leak}
     print(summary_screen(cfg, summary, datamodule))
     return summary
 
@@ -142,6 +147,9 @@ def summary_screen(cfg: DictConfig, summary: dict, datamodule) -> str:
     for head, m in summary["test"].items():
         mark = " <- main" if head == summary["main_head"] else ""
         lines.append(f" {head:<10}  accuracy {m['accuracy']:.4f}   macro F1 {m['f1_macro']:.4f}{mark}")
+    from pipeline.training.leak_check import describe
+
+    lines += describe(summary.get("leak"))
     run_dir = Path(summary["run_dir"])
     lines += [f" output dir: {run_dir}  (test_metrics.json, confusion/)", "=" * 72]
     return "\n".join(lines)
