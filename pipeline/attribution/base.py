@@ -19,7 +19,9 @@ here, once:
   ``predict_step`` works; grad mode restored afterwards; no parameter's ``.grad`` touched;
 * hooks exist only during a forward and are removed in ``finally``; the context manager marks
   the method closed; the model's ``train()/eval()`` mode is never changed (call ``model.eval()``);
-* two fast paths, in eval mode only: the part of the forward below the target layer gets a
+* three fast paths, in eval mode only: the target layer's captured output (a leaf requiring grad)
+  is handed to the rest of the model as it is, not copied (an in-place op on it raises, and the
+  chunk is redone with the copy); the part of the forward below the target layer gets a
   ``channels_last`` input (by default for float32 models on the CPU, where oneDNN is faster in
   that layout; the layer hands the rest of the model an ordinary contiguous tensor), and heads
   nobody asked for are cut to an empty batch (a model whose ``heads`` is an ``nn.ModuleDict``
@@ -64,6 +66,7 @@ class CallState:
     dict_model: bool = False             # the model returns {head: logits}
     channels_last: bool = False          # this chunk's fast paths
     skip_heads: bool = False
+    share_layer_output: bool = False     # the layer's captured output handed on without a copy
     prepared: Any = None                 # what the method's prepare() returned
 
 
@@ -180,7 +183,7 @@ class AttributionMethod:
                     if fast:
                         try:
                             res = self._chunk_with(xb, sl, state, bool(cl) and self.layer is not None,
-                                                   self.skip_unused_heads)
+                                                   self.skip_unused_heads, True)
                         except Exception:
                             if i > 0:
                                 raise
@@ -188,7 +191,7 @@ class AttributionMethod:
                     if res is None:
                         if i == 0:
                             state.prepared = self.prepare(x, state)  # afresh: e.g. the noise generator's seed
-                        res = self._chunk_with(xb, sl, state, False, False)
+                        res = self._chunk_with(xb, sl, state, False, False, False)
                         if i == 0 and self._fast_ok and not self.model.training:
                             self._fast_ok = False  # the fast paths failed where the plain forward works
                     for h, r in res.items():
@@ -219,8 +222,9 @@ class AttributionMethod:
             state.given = targets_by_head(targets, state.heads, state.n, {h: self.head_classes.get(h) for h in state.heads})
         return state
 
-    def _chunk_with(self, xb, sl, state: CallState, channels_last: bool, skip_heads: bool) -> dict[str, ChunkMaps]:
-        state.channels_last, state.skip_heads = channels_last, skip_heads
+    def _chunk_with(self, xb, sl, state: CallState, channels_last: bool, skip_heads: bool,
+                    share: bool) -> dict[str, ChunkMaps]:
+        state.channels_last, state.skip_heads, state.share_layer_output = channels_last, skip_heads, share
         return self._chunk(xb, sl, state)
 
     # -- pieces for _chunk ------------------------------------------------------------------
@@ -256,7 +260,7 @@ class AttributionMethod:
             trace = ChainTrace(self.model, self.layer)   # the receptive field, traced on this very forward
             skip = [*trace.handles, *skip]
         res = forward_at_layer(self.model, xb, self.layer, self.layer_name, capture=capture, grad=grad,
-                               channels_last=state.channels_last, hooks=skip)
+                               channels_last=state.channels_last, share=state.share_layer_output, hooks=skip)
         if trace is not None:
             self._set_geometry(key, xb, trace)
         return res

@@ -12,13 +12,17 @@ __all__ = ["forward_at_layer", "unused_head_hooks"]
 
 
 def forward_at_layer(model: nn.Module, xb: torch.Tensor, layer: nn.Module | None, layer_name: str, *,
-                     capture: bool = False, grad: bool = False, channels_last: bool = False, hooks=()):
+                     capture: bool = False, grad: bool = False, channels_last: bool = False, share: bool = False,
+                     hooks=()):
     """``(out, a)``: the model's output on ``xb``, and with ``capture`` the layer's output as a
     detached leaf ``a`` (``grad``: requiring grad, the rest of the forward recorded from it).
 
     With ``capture`` grad is off below the layer, so no graph is built there. The layer hands the
     rest of the model a contiguous copy: an in-place op after it cannot overwrite ``a``, and a
-    ``channels_last`` input (the layout oneDNN is fast in on the CPU) stops at the layer. ``hooks``
+    ``channels_last`` input (the layout oneDNN is fast in on the CPU) stops at the layer. With
+    ``share`` and ``grad`` it hands on ``a`` itself instead (contiguous, so at most one copy): an
+    in-place op on a leaf that requires grad raises, so the caller can redo the pass without
+    ``share``; nothing can overwrite ``a`` silently. ``hooks``
     (handles, e.g. from :func:`unused_head_hooks`) are removed with the layer's hook.
     """
     captured: dict = {}
@@ -32,11 +36,17 @@ def forward_at_layer(model: nn.Module, xb: torch.Tensor, layer: nn.Module | None
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"a CAM needs a layer with a spatial output [N, C, h, w]; {layer_name!r} gives {shape}")
         a = out.detach()
+        if share and grad:
+            # contiguous (a copy only for a channels_last output): the backward of the ops above the
+            # layer mixes no memory layouts (a reduction's gradient comes back contiguous)
+            a = a.contiguous()
         a = a.clone() if a.is_inference() else a
         if grad:
             a.requires_grad_(True)
             torch.set_grad_enabled(True)  # the graph from here on only
         captured["a"] = a
+        if share and grad:
+            return a
         return a.clone(memory_format=torch.contiguous_format)
 
     handles = list(hooks)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.attribution.base import AttributionMethod, CallState
+from pipeline.attribution.fast_backward import affine_batchnorm_grads
 from pipeline.attribution.result import ChunkMaps
 from pipeline.visualization.receptive_field import place_maps
 
@@ -36,7 +37,8 @@ class GradientCAM(AttributionMethod):
         raise NotImplementedError
 
     def _chunk(self, xb: torch.Tensor, sl: slice, state: CallState) -> dict[str, ChunkMaps]:
-        out, a = self._forward(xb, state, capture=True, grad=True)
+        with affine_batchnorm_grads(self.model):  # the batch norms above the layer: their cheap backward
+            out, a = self._forward(xb, state, capture=True, grad=True)
         scored = self._scored(self._outputs(out, state, len(xb)), state, sl)
         torch.set_grad_enabled(True)
         ad = a.detach()

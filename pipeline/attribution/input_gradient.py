@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.attribution.base import AttributionMethod, CallState, Scored
+from pipeline.attribution.fast_backward import affine_batchnorm_grads
 
 __all__ = ["InputGradient", "guided_relus", "affine_batchnorm_grads", "ROWS_PER_CHUNK"]
 
@@ -51,50 +52,6 @@ def guided_relus(model: nn.Module):
     try:
         for m in model.modules():
             if isinstance(m, nn.ReLU):
-                handles.append(m.register_forward_hook(hook))
-        yield len(handles)
-    finally:
-        for h in handles:
-            h.remove()
-
-
-class _AffineGrad(torch.autograd.Function):
-    """``out`` (already computed) whose backward to ``x`` is ``grad * scale``."""
-
-    @staticmethod
-    def forward(ctx, x, out, scale):
-        ctx.save_for_backward(scale)
-        return out.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        scale, = ctx.saved_tensors
-        return g * scale, None, None
-
-
-@contextlib.contextmanager
-def affine_batchnorm_grads(model: nn.Module):
-    """Eval-mode batch norms with a cheap backward, for the forwards run inside the block.
-
-    In eval mode a batch norm is the per-channel affine map ``x * w / sqrt(var + eps) + b``. A
-    forward hook keeps the module's own output (the values are unchanged) but routes the
-    gradient through ``grad * w / sqrt(var + eps)`` instead of the native batch-norm backward
-    (several times slower on the CPU; the same gradient up to float rounding). Batch norms in
-    training mode or without running statistics are left alone. Hooks are removed on exit.
-    """
-    def hook(module, inputs, out):
-        x = inputs[0]
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return out
-        scale = torch.rsqrt(module.running_var.detach() + module.eps)
-        if module.weight is not None:
-            scale = scale * module.weight.detach()
-        return _AffineGrad.apply(x, out.detach(), scale.view((1, -1) + (1,) * (x.dim() - 2)).to(x.dtype))
-
-    handles = []
-    try:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training and m.running_var is not None:
                 handles.append(m.register_forward_hook(hook))
         yield len(handles)
     finally:
