@@ -16,12 +16,16 @@ __all__ = ["affine_batchnorm_grads"]
 
 
 class _AffineGrad(torch.autograd.Function):
-    """``out`` (already computed) whose backward to ``x`` is ``grad * scale``."""
+    """``out`` (already computed, detached) whose backward to ``x`` is ``grad * scale``.
+
+    ``out`` is returned as it is, marked dirty (its history replaced, as an in-place op's would be):
+    no copy of the activation."""
 
     @staticmethod
     def forward(ctx, x, out, scale):
         ctx.save_for_backward(scale)
-        return out.clone()
+        ctx.mark_dirty(out)
+        return out
 
     @staticmethod
     def backward(ctx, g):

@@ -356,3 +356,33 @@ def test_affine_batchnorm_grads_keep_the_outputs_and_the_gradient():
     with affine_batchnorm_grads(net) as n_hooked:
         assert n_hooked == 0
     net.eval()
+
+
+def test_affine_batchnorm_grads_with_an_inplace_relu_after_the_norm():
+    """The cheap backward hands on the norm's own output (no copy): an in-place ReLU after it still
+    gives the values and the input gradient of the plain forward, for Saliency and Grad-CAM."""
+    from pipeline.attribution.fast_backward import affine_batchnorm_grads
+
+    def net(inplace):
+        torch.manual_seed(3)
+        m = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(inplace=inplace),
+                          nn.Conv2d(5, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=inplace),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+        m.train()
+        with torch.no_grad():
+            m(torch.rand(8, 3, 12, 12))
+        return m.eval()
+
+    x = torch.rand(4, 3, 12, 12)
+    plain, inplace = net(False), net(True)
+    leaf = x.clone().requires_grad_(True)
+    out0 = plain(leaf)
+    g0, = torch.autograd.grad(out0[:, 1].sum(), leaf)
+    leaf = x.clone().requires_grad_(True)
+    with affine_batchnorm_grads(inplace):
+        out1 = inplace(leaf)
+    g1, = torch.autograd.grad(out1[:, 1].sum(), leaf)
+    assert torch.equal(out0, out1)
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-7)
+    close(Saliency(inplace)(x, 1).attributions, Saliency(plain)(x, 1).attributions, 1e-5)
+    close(GradCAM(inplace, "3")(x, 1).maps, GradCAM(plain, "3")(x, 1).maps, 1e-5)
