@@ -63,6 +63,8 @@ BLOCK_GAP = 4
 BLOCK_EXTENT_FLOOR = 10
 #: The course's JPEG settings (OpenCV's imwrite defaults).
 COURSE_JPEG_QUALITY = 95
+#: The widest hard-edged thin line of the randomized lines (px): wider ones have the ink of pens' thick lines.
+HARD_THIN_MAX = 1.5
 #: Pillow-drawn training lines (``data.augment.pillow``): this share are ``ImageDraw.line``, the rest polygons;
 PEN_LINE_SHARE = 0.6
 #: their length is the sheet's 7 / 15 px plus this (px: a student's line may run 7 or 8 px end to end) ...
@@ -123,7 +125,7 @@ class Augment:
     length_jitter: tuple[float, float] = (-1.5, 1.0)  # px added to the style's core length
     angle_jitter: float = 1.5                        # degrees, uniform in [-a, a]
     uniform_position: float = 0.5                    # share of centres uniform over the valid positions
-    pillow: float = 0.3                              # share of randomized lines drawn by Pillow's pen (pen_render.py)
+    pillow: float = 0.5                              # share of randomized lines drawn by Pillow's pen (pen_render.py)
     whole_pixel_ends: float = 0.5                    # share of Pillow's lines with end points on whole pixels
 
     def __post_init__(self) -> None:
@@ -396,8 +398,11 @@ def draw_params(labels, style: LineStyle, seed: int, image_size: int = 28, margi
             widths[drawn] = np.asarray(WIDTHS_PX, dtype=np.float64)[parts["width"][drawn]] + np.where(
                 pen[drawn] == PEN_POLYGON, pen_rng.uniform(*PEN_POLYGON_WIDTH_JITTER, k), 0.0)
             anti_alias[drawn], blur[drawn] = False, 0.0
-        # hard-edged lines narrower than a pixel break into dots: no drawing program makes those
+        # hard-edged lines narrower than a pixel break into dots: no drawing program makes those;
+        # a hard-edged thin line is a 1-px pen (Pillow's 3-px line at 15 degrees is 2.2 px of ink)
+        hard_thin = ~anti_alias & ~block & (pen == PEN_NONE) & (parts["width"] == 0)
         widths = np.where(anti_alias, np.maximum(widths, MIN_SOFT_WIDTH), np.maximum(widths, 1.0))
+        widths[hard_thin] = np.minimum(widths[hard_thin], HARD_THIN_MAX)
 
     lo, hi = valid_centre_range(angles, lengths, widths, edge_extent(anti_alias, blur), image_size, margin)
     if np.any((hi < lo)[~block]):
