@@ -251,7 +251,8 @@ class AttributionMethod:
         """Layer maps ``[n, h, w]`` -> ``[n, H, W]`` at ``xb``'s size, placed as ``placement`` says."""
         return place_maps(cam, xb.shape[-2:], self.geometry(xb), mode, clamp)
 
-    def _forward(self, xb: torch.Tensor, state: CallState, capture: bool = False, grad: bool = False):
+    def _forward(self, xb: torch.Tensor, state: CallState, capture: bool = False, grad: bool = False,
+                 keep_layout: bool = False, on_hand_on=None):
         """The model's forward on ``xb`` with this chunk's fast paths; ``(out, a)`` with the target
         layer's output as ``a`` when ``capture`` (see :func:`~pipeline.attribution.forward.forward_at_layer`)."""
         skip = unused_head_hooks(self.model, state.heads, self.head_classes, self.layer) if state.skip_heads else []
@@ -260,7 +261,8 @@ class AttributionMethod:
             trace = ChainTrace(self.model, self.layer)   # the receptive field, traced on this very forward
             skip = [*trace.handles, *skip]
         res = forward_at_layer(self.model, xb, self.layer, self.layer_name, capture=capture, grad=grad,
-                               channels_last=state.channels_last, share=state.share_layer_output, hooks=skip)
+                               channels_last=state.channels_last, share=state.share_layer_output,
+                               keep_layout=keep_layout, on_hand_on=on_hand_on, hooks=skip)
         if trace is not None:
             self._set_geometry(key, xb, trace)
         return res

@@ -13,7 +13,7 @@ __all__ = ["forward_at_layer", "unused_head_hooks"]
 
 def forward_at_layer(model: nn.Module, xb: torch.Tensor, layer: nn.Module | None, layer_name: str, *,
                      capture: bool = False, grad: bool = False, channels_last: bool = False, share: bool = False,
-                     hooks=()):
+                     keep_layout: bool = False, on_hand_on=None, hooks=()):
     """``(out, a)``: the model's output on ``xb``, and with ``capture`` the layer's output as a
     detached leaf ``a`` (``grad``: requiring grad, the rest of the forward recorded from it).
 
@@ -22,7 +22,9 @@ def forward_at_layer(model: nn.Module, xb: torch.Tensor, layer: nn.Module | None
     ``channels_last`` input (the layout oneDNN is fast in on the CPU) stops at the layer. With
     ``share`` and ``grad`` it hands on ``a`` itself instead (contiguous, so at most one copy): an
     in-place op on a leaf that requires grad raises, so the caller can redo the pass without
-    ``share``; nothing can overwrite ``a`` silently. ``hooks``
+    ``share``; nothing can overwrite ``a`` silently (``keep_layout``: not made contiguous, for a
+    caller that runs no autograd through the big tensors above the layer; ``on_hand_on(a)`` is
+    called with the tensor handed on). ``hooks``
     (handles, e.g. from :func:`unused_head_hooks`) are removed with the layer's hook.
     """
     captured: dict = {}
@@ -36,7 +38,7 @@ def forward_at_layer(model: nn.Module, xb: torch.Tensor, layer: nn.Module | None
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"a CAM needs a layer with a spatial output [N, C, h, w]; {layer_name!r} gives {shape}")
         a = out.detach()
-        if share and grad:
+        if share and grad and not keep_layout:
             # contiguous (a copy only for a channels_last output): the backward of the ops above the
             # layer mixes no memory layouts (a reduction's gradient comes back contiguous)
             a = a.contiguous()
@@ -46,6 +48,8 @@ def forward_at_layer(model: nn.Module, xb: torch.Tensor, layer: nn.Module | None
             torch.set_grad_enabled(True)  # the graph from here on only
         captured["a"] = a
         if share and grad:
+            if on_hand_on is not None:
+                on_hand_on(a)
             return a
         return a.clone(memory_format=torch.contiguous_format)
 

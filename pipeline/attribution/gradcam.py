@@ -26,3 +26,7 @@ class GradCAM(GradientCAM):
     def _combine(self, a, g):
         weights = g.mean(dim=(2, 3))
         return torch.einsum("nc,nchw->nhw", weights, a), weights
+
+    def _combine_pooled(self, a, g):
+        weights = g.mean_hw()  # no full-size gradient needed
+        return torch.einsum("nc,nchw->nhw", weights, a), weights

@@ -15,6 +15,7 @@ import torch
 
 from pipeline.attribution.base import AttributionMethod, CallState
 from pipeline.attribution.fast_backward import affine_batchnorm_grads
+from pipeline.attribution.pooled_backward import PooledChain, PooledGrad, likely_pooled_chain
 from pipeline.attribution.result import ChunkMaps
 from pipeline.visualization.receptive_field import place_maps
 
@@ -29,27 +30,56 @@ def upsample_maps(cam: torch.Tensor, size, geometry=None) -> torch.Tensor:
 
 
 class GradientCAM(AttributionMethod):
-    """A CAM from ``A`` and ``g`` at one layer; subclasses define :meth:`_combine`."""
+    """A CAM from ``A`` and ``g`` at one layer; subclasses define :meth:`_combine`.
+
+    ``closed_form_backward`` (default True): where the layer is followed by ``[BatchNorm2d] ->
+    [ReLU] -> global average pool`` and the heads read only the pooled vector, ``g`` is written by
+    hand (:mod:`~pipeline.attribution.pooled_backward`; checked on each forward, autograd otherwise).
+    """
 
     zero_reason = "no location has positive gradient-weighted activation, map is relu'd away"
+
+    def __init__(self, model, target_layer=None, heads=None, batch_size: int = 256,
+                 closed_form_backward: bool = True, **fast_paths):
+        super().__init__(model, target_layer, heads=heads, batch_size=batch_size, **fast_paths)
+        self.closed_form_backward = bool(closed_form_backward)
+        self._chain_modules = likely_pooled_chain(model, self.layer) if self.closed_form_backward else []
+        self._closed_form_ok = True
 
     def _combine(self, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    def _combine_pooled(self, a: torch.Tensor, g: PooledGrad) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`_combine` for a hand-written gradient (a subclass may use it without materializing it)."""
+        return self._combine(a, g.dense())
+
     def _chunk(self, xb: torch.Tensor, sl: slice, state: CallState) -> dict[str, ChunkMaps]:
+        use_chain = bool(self._chain_modules) and self._closed_form_ok and state.share_layer_output
+        chain = None
         with affine_batchnorm_grads(self.model):  # the batch norms above the layer: their cheap backward
-            out, a = self._forward(xb, state, capture=True, grad=True)
+            chain = PooledChain(self._chain_modules) if use_chain else None
+            try:
+                out, a = self._forward(xb, state, capture=True, grad=True, keep_layout=use_chain,
+                                       on_hand_on=chain.begin if chain else None)
+            finally:
+                if chain is not None:
+                    chain.remove()
         scored = self._scored(self._outputs(out, state, len(xb)), state, sl)
         torch.set_grad_enabled(True)
         ad = a.detach()
+        pooled = chain.grads({h: s.score for h, s in scored.items()}, a) if chain is not None else None
+        if chain is not None and pooled is None:
+            self._closed_form_ok = False  # not this model's shape: autograd (contiguous layout) from now on
+        grads = pooled.items() if pooled is not None else self._head_grads(scored, a, f"layer {self.layer_name!r}")
         res = {}
-        for h, g in self._head_grads(scored, a, f"layer {self.layer_name!r}"):
-            cam, weights = self._combine(ad, g)
+        for h, g in grads:
+            cam, weights = self._combine_pooled(ad, g) if isinstance(g, PooledGrad) else self._combine(ad, g)
             cam = cam.clamp_min(0)
             zero_grad = torch.zeros(len(cam), dtype=torch.bool, device=cam.device)
             dead = torch.nonzero(cam.flatten(1).amax(1) <= 0).flatten()
             if len(dead):  # only an all-zero map needs to know whether the gradient vanished
-                zero_grad[dead] = (g[dead] == 0).flatten(1).all(1)
+                gd = g.dense(dead) if isinstance(g, PooledGrad) else g[dead]
+                zero_grad[dead] = (gd == 0).flatten(1).all(1)
             res[h] = scored[h].record(self._upsample(cam, xb), layer_maps=cam, weights=weights,
                                       zero_grad=zero_grad)
         return res

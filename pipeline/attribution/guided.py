@@ -43,10 +43,11 @@ class GuidedGradCAM(AttributionMethod):
     zero_reason = "Grad-CAM or guided backprop is zero everywhere"
 
     def __init__(self, model, target_layer, heads=None, batch_size: int = 256,
-                 interpolate_mode: str = "bilinear", **fast_paths):
+                 interpolate_mode: str = "bilinear", closed_form_backward: bool = True, **fast_paths):
         super().__init__(model, target_layer, heads=heads, batch_size=batch_size, **fast_paths)
         self.interpolate_mode = interpolate_mode
-        self._gradcam = GradCAM(model, self.layer, heads=heads, batch_size=batch_size, **fast_paths)
+        self._gradcam = GradCAM(model, self.layer, heads=heads, batch_size=batch_size,
+                                closed_form_backward=closed_form_backward, **fast_paths)
         self._guided = GuidedBackprop(model, None, heads=heads, batch_size=batch_size, **fast_paths)
 
     def close(self) -> None:
