@@ -8,9 +8,16 @@ Each repeat runs, for every tree in ``--trees`` (default: this repository), one 
 process (``python bench_evaluate.py --worker`` with that tree first on ``sys.path``) that loads
 the checkpoint and the test set, builds the evaluate job as ``visualize.py job=evaluate`` does,
 and times ``EvaluateJob.compute`` alone. Trees alternate order between repeats, so load drift on
-a shared machine hits both alike. Prints the CPU model, each tree's median and range, the ratio
-of medians and the range of the paired ratios, and (``--compare``) the largest difference of
+a shared machine hits both alike. Prints the CPU model, the load average before and after, each
+tree's median and range (wall seconds and the worker's CPU seconds, which a loaded machine
+inflates less), the ratio of medians and the range of the paired ratios, per-part times (each
+method's maps, cascade and deletion/insertion), and (``--compare``) the largest difference of
 every score between the first and the last tree.
+
+``--scores OUT.json``: every score of the first and the last tree side by side with its 95 %
+bootstrap interval over the images, computed here (pipeline/evaluation/bootstrap.py of this
+checkout) from the per-image values each worker returns -- the same intervals for an old tree
+that stores none -- and whether the last tree's value lies in the first tree's interval.
 
 The checkpoint: ``--ckpt`` (default: the newest complete lines/multihead run under outputs/train,
 as visualize.py picks it). Trailing ``key=value`` arguments are Hydra overrides (e.g. smaller
@@ -64,12 +71,42 @@ def worker(ckpt: str | None, overrides: list[str], out: str) -> None:
     ctx = load_context(cfg)
     job, = build_jobs(cfg, ctx)
     phases = _time_phases(job)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = job.compute(None, int(cfg.batch_size))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = [{k: v for k, v in r.items() if k != "sanity_top_layer_each"} for r in result.rows]
-    Path(out).write_text(json.dumps({"seconds": seconds, "rows": rows, "ckpt": str(ctx.ckpt),
-                                     "threads": torch.get_num_threads(), "phases": phases}))
+    Path(out).write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "ckpt": str(ctx.ckpt),
+                                     "threads": torch.get_num_threads(), "phases": phases,
+                                     "per_image": per_image_values(result, int(cfg.evaluate.sanity_repeats))}))
+
+
+def per_image_values(result, repeats: int) -> dict[str, dict[str, list]]:
+    """``{"method/head": {score: per-image values}}`` from what compute returns in any tree (an old
+    tree keeps no per-image AUCs: they are recomputed from its curves, trapezoid over the fractions)."""
+    import numpy as np
+
+    out: dict[str, dict[str, list]] = {}
+    for (method, head), stored in result.arrays.items():
+        a, v = stored["arrays"], {}
+        for k in ("pointing_game", "energy_in_mask", "mask_share", "topk_iou"):
+            if k in a:
+                v[k] = np.asarray(a[k], dtype=float).tolist()
+        for mode in ("deletion", "insertion"):
+            curves = result.curves.get((head, mode), {})
+            if method in curves:
+                steps = curves[method].shape[1] - 1
+                p = int(np.prod(np.shape(result.first_image)[-2:]))  # pixels per image
+                frac = (np.arange(steps + 1) * p // steps) / p  # the curves' x: pixels changed / pixels
+                auc = np.trapezoid(curves[method].astype(float), frac, axis=1)
+                rauc = np.trapezoid(curves["random order"].astype(float), frac, axis=1)
+                v[f"{mode}_auc"], v[f"{mode}_auc_random"] = auc.tolist(), rauc.tolist()
+                v[f"{mode}_gap"] = ((rauc - auc) if mode == "deletion" else (auc - rauc)).tolist()
+        if "sanity_spearman" in a:
+            sp = np.asarray(a["sanity_spearman"], dtype=float)
+            v["sanity_top_layer"] = sp[1].reshape(repeats, -1).tolist()
+            v["sanity_last_step"] = sp[-1].reshape(repeats, -1).tolist()
+        out[f"{method}/{head}"] = v
+    return out
 
 
 def _time_phases(job) -> dict[str, float]:
@@ -87,7 +124,10 @@ def _time_phases(job) -> dict[str, float]:
             finally:
                 where["phase"] = outer
                 if outer == "maps":  # nested calls count in the outer phase
-                    phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
+                    dt = time.perf_counter() - t0
+                    phases[phase] = phases.get(phase, 0.0) + dt
+                    key = f"{where.get('method')} {phase}"
+                    phases[key] = phases.get(key, 0.0) + dt
         return wrapper
 
     for name, phase in (("_faithfulness", "faithfulness"), ("_sanity", "sanity")):
@@ -97,6 +137,7 @@ def _time_phases(job) -> dict[str, float]:
         def items(self):
             for key, value in list(super().items()):
                 t0 = time.perf_counter()
+                where["method"] = key
                 yield key, value
                 phases[f"method {key}"] = time.perf_counter() - t0
 
@@ -137,12 +178,48 @@ def max_differences(a: list[dict], b: list[dict]) -> dict[str, tuple[float, str]
     return out
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def scores_side_by_side(old_rows, old_values, new_rows, new_values) -> list[dict]:
+    """One entry per (method, head, score): old value and interval, new value and interval, and
+    whether the new value lies in the old interval (the intervals from the per-image values)."""
+    from pipeline.evaluation.bootstrap import bootstrap_ci
+
+    new_by = {(r["method"], r["head"]): r for r in new_rows}
+    out = []
+    for r in old_rows:
+        key = f"{r['method']}/{r['head']}"
+        n = new_by.get((r["method"], r["head"]))
+        for col, values in old_values.get(key, {}).items():
+            old_ci = bootstrap_ci(values)
+            new_v = new_values.get(key, {}).get(col)
+            new_ci = bootstrap_ci(new_v) if new_v is not None else None
+            old_value = r.get(col, float(sum(map(float, _flat(values))) / max(len(_flat(values)), 1)))
+            new_value = (n or {}).get(col) if (n or {}).get(col) is not None else (
+                float(sum(_flat(new_v)) / len(_flat(new_v))) if new_v else None)
+            within = None if new_value is None else bool(old_ci[0] - 1e-12 <= new_value <= old_ci[1] + 1e-12)
+            out.append({"method": r["method"], "head": r["head"], "score": col, "old": old_value, "old_ci": old_ci,
+                        "new": new_value, "new_ci": new_ci, "within": within})
+    return out
+
+
+def _flat(values) -> list[float]:
+    return [float(v) for row in values for v in (row if isinstance(row, list) else [row])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trees", nargs="+", default=[str(ROOT)], help="checkouts to time (each its own pipeline/)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--ckpt", default=None)
     ap.add_argument("--compare", action="store_true", help="print the largest score difference first vs last tree")
+    ap.add_argument("--scores", metavar="OUT.json", default=None,
+                    help="write every score of the first and last tree with its bootstrap interval")
     ap.add_argument("--worker", metavar="OUT", default=None, help=argparse.SUPPRESS)
     args, overrides = ap.parse_known_args()
     if args.worker:
@@ -151,11 +228,13 @@ def main() -> None:
     ckpt = args.ckpt or default_ckpt()
     from _timing import cpu_model  # here, not at the top: it puts this checkout first on sys.path, and a
     # worker must import the pipeline of the tree it times (PYTHONPATH)
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores visible)")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores visible); load average {_load()}")
     print(f"checkpoint: {ckpt}; overrides: {overrides or 'none'}")
     trees = [str(Path(t).resolve()) for t in args.trees]
     times: dict[str, list[float]] = {t: [] for t in trees}
+    cpus: dict[str, list[float]] = {t: [] for t in trees}
     rows: dict[str, list[dict]] = {}
+    per_image: dict[str, dict] = {}
     env = {**os.environ, "CNNVIS_CACHE_DIR": os.environ.get("CNNVIS_CACHE_DIR", str(ROOT / "outputs" / "cache"))}
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_evaluate_{os.getpid()}.json"
     for rep in range(args.reps):
@@ -165,18 +244,30 @@ def main() -> None:
             subprocess.run(cmd, cwd=tree, env={**env, "PYTHONPATH": tree}, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             res = json.loads(out.read_text())
+            if args.scores:  # each worker's result kept beside the table (a long run cut short keeps its parts)
+                Path(f"{args.scores}.rep{rep}.{Path(tree).name}.json").write_text(out.read_text())
             times[tree].append(res["seconds"])
-            rows[tree] = res["rows"]
-            print(f"  rep {rep}: {tree}: compute {res['seconds']:.1f} s ({res['threads']} torch threads); "
+            cpus[tree].append(res["cpu_seconds"])
+            rows[tree], per_image[tree] = res["rows"], res["per_image"]
+            print(f"  rep {rep}: {tree}: compute {res['seconds']:.1f} s, {res['cpu_seconds']:.1f} CPU s "
+                  f"({res['threads']} torch threads; load average now {_load()}); "
                   + ", ".join(f"{k} {v:.1f}" for k, v in res.get("phases", {}).items()), flush=True)
     out.unlink(missing_ok=True)
     for tree, ts in times.items():
-        print(f"{tree}: median {statistics.median(ts):.1f} s (min {min(ts):.1f}, max {max(ts):.1f}; {len(ts)} runs)")
+        cs = cpus[tree]
+        print(f"{tree}: median {statistics.median(ts):.1f} s (min {min(ts):.1f}, max {max(ts):.1f}; {len(ts)} runs); "
+              f"CPU {statistics.median(cs):.1f} s (min {min(cs):.1f}, max {max(cs):.1f})")
     if len(trees) > 1:
-        b, c = times[trees[0]], times[trees[-1]]
-        paired = [x / y for x, y in zip(b, c)]
-        print(f"speed-up {trees[-1]} vs {trees[0]}: {statistics.median(b) / statistics.median(c):.2f}x "
-              f"(paired ratios {min(paired):.2f}x .. {max(paired):.2f}x)")
+        for what, series in (("wall", times), ("CPU", cpus)):
+            b, c = series[trees[0]], series[trees[-1]]
+            paired = [x / y for x, y in zip(b, c)]
+            print(f"speed-up ({what}) {trees[-1]} vs {trees[0]}: {statistics.median(b) / statistics.median(c):.2f}x "
+                  f"(paired ratios {min(paired):.2f}x .. {max(paired):.2f}x)")
+    if args.scores:
+        table = scores_side_by_side(rows[trees[0]], per_image[trees[0]], rows[trees[-1]], per_image[trees[-1]])
+        Path(args.scores).write_text(json.dumps(table, indent=1))
+        outside = [t for t in table if t["within"] is False]
+        print(f"scores: {len(table)} compared, {len(outside)} outside the first tree's interval; written to {args.scores}")
         if args.compare:
             print("largest score difference per column (first vs last tree):")
             for col, (d, where) in max_differences(rows[trees[0]], rows[trees[-1]]).items():
