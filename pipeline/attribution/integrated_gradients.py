@@ -5,7 +5,8 @@ dScore/dx(x0 + a_k (x - x0))`` with Captum's quadrature (``method``: ``"gaussleg
 
 ``attributions`` is per channel and signed (comparable to Captum's); ``maps = |sum_c
 attributions|``; ``extras["delta"]`` is the completeness error ``sum(attributions) - (score(x) -
-score(x0))`` per image. Chunks of up to ``batch_size`` images and ``ROWS_PER_CHUNK`` (8192)
+score(x0))`` per image, ``extras["delta_relative"]`` its size relative to ``|score(x) - score(x0)|``
+(benchmarks/bench_ig_completeness.py measures both per quadrature rule and step count). Chunks of up to ``batch_size`` images and ``ROWS_PER_CHUNK`` (8192)
 integration rows (:meth:`~pipeline.attribution.input_gradient.InputGradient._images_for_rows`), the
 rows run ``batch_size`` at a time.
 """
@@ -16,7 +17,7 @@ import torch
 
 from pipeline.attribution.input_gradient import InputGradient
 
-__all__ = ["IntegratedGradients", "quadrature", "IG_METHODS"]
+__all__ = ["IntegratedGradients", "quadrature", "completeness_relative", "IG_METHODS"]
 
 IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
@@ -46,6 +47,13 @@ def quadrature(method: str, n_steps: int) -> tuple[list[float], list[float]]:
     else:
         alphas = torch.linspace(1 / n, 1, n)
     return steps, alphas.tolist()
+
+
+def completeness_relative(delta: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+    """``|delta| / |f(x) - f(x0)|`` per image; ``0`` where both are 0, ``inf`` where only the change is."""
+    d, c = delta.abs(), change.abs()
+    return torch.where(c > 0, d / torch.where(c > 0, c, torch.ones_like(c)),
+                       torch.where(d > 0, torch.full_like(d, float("inf")), torch.zeros_like(d)))
 
 
 class IntegratedGradients(InputGradient):
@@ -88,7 +96,8 @@ class IntegratedGradients(InputGradient):
         res = {}
         for h, s in scored.items():
             attr = acc[h] * diff
-            delta = attr.flatten(1).sum(1) - (s.score - s.target(at_base[h]))
+            change = s.score - s.target(at_base[h])
+            delta = attr.flatten(1).sum(1) - change
             res[h] = s.record(attr.sum(1).abs(), attributions=attr, zero_grad=(acc[h] == 0).flatten(1).all(1),
-                              extras={"delta": delta})
+                              extras={"delta": delta, "delta_relative": completeness_relative(delta, change)})
         return res
