@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from pipeline.errors import CnnvisError
 from pipeline.evaluation.bootstrap import bootstrap_ci, verdict
 from pipeline.evaluation.faithfulness import class_probability_fn, deletion_insertion, end_scores
+from pipeline.evaluation.inference_copy import folded_copy
 from pipeline.evaluation.localization import localization_scores, pointing_game_valid
 from pipeline.evaluation.sampling import evaluation_sample
 from pipeline.evaluation.sanity import head_cascades, merge_cascades, parameter_layers
@@ -108,6 +109,7 @@ class EvaluateJob:
         ev = Evaluation(idx, [], {}, first_image=x[0].cpu().numpy(), has_masks=masks is not None,
                         faithfulness_images=n_faith, sanity_images=n_sanity)
         random_cache: dict = {}
+        self._scorer = folded_copy(self.ctx.net) if n_faith else self.ctx.net  # batch norms folded: the curves' forwards
         for name, factory in tqdm(self.methods.items(), desc="evaluate methods", unit="method"):
             start = time.perf_counter()
             results = self._maps(self.ctx.net, factory, x, None, self.heads, batch_size)
@@ -162,7 +164,7 @@ class EvaluateJob:
                                        else "not settled by this sample")
 
     def _faithfulness(self, name, head, res, xf, mf, batch_size, row, arrays, ev, random_cache, per_image) -> None:
-        score = class_probability_fn(self.ctx.net, res.targets.to(self.ctx.device), head if self.ctx.multihead else None)
+        score = class_probability_fn(self._scorer, res.targets.to(self.ctx.device), head if self.ctx.multihead else None)
         mf = mf.to(self.ctx.device)
         targets = (head, tuple(res.targets[:len(xf)].tolist()))
         if targets not in random_cache:  # the curves' ends (the image, the baseline) do not depend on the method
