@@ -21,6 +21,7 @@ class GradCAM(GradientCAM):
     """Grad-CAM at one layer; ``weights`` holds ``w`` ``[N, C]``."""
 
     method_name = "gradcam"
+    closed_form_keeps_layout = True  # its weights are means: another layout's rounding stays ~1e-7
     zero_reason = "all gradients non-positive where the layer is active (the evidence argues against the target)"
 
     def _combine(self, a, g):

@@ -38,6 +38,10 @@ class GradientCAM(AttributionMethod):
     """
 
     zero_reason = "no location has positive gradient-weighted activation, map is relu'd away"
+    # with the closed form, hand the layer's output on in its own layout (channels_last: no copy).
+    # Only for a CAM whose maps are insensitive to the rounding of another layout above the layer
+    # (Grad-CAM's means); Grad-CAM++'s alphas divide by near-zero sums and magnify it past 1e-5.
+    closed_form_keeps_layout = False
 
     def __init__(self, model, target_layer=None, heads=None, batch_size: int = 256,
                  closed_form_backward: bool = True, **fast_paths):
@@ -59,7 +63,8 @@ class GradientCAM(AttributionMethod):
         with affine_batchnorm_grads(self.model):  # the batch norms above the layer: their cheap backward
             chain = PooledChain(self._chain_modules) if use_chain else None
             try:
-                out, a = self._forward(xb, state, capture=True, grad=True, keep_layout=use_chain,
+                out, a = self._forward(xb, state, capture=True, grad=True,
+                                       keep_layout=use_chain and self.closed_form_keeps_layout,
                                        on_hand_on=chain.begin if chain else None)
             finally:
                 if chain is not None:

@@ -156,7 +156,8 @@ class PooledChain:
         for j, name in enumerate(names):
             u, = torch.autograd.grad(scores[name].sum(), z, retain_graph=True, allow_unused=True)
             u = torch.zeros((n, c), dtype=a.dtype, device=a.device) if u is None else u.reshape(n, c)
-            res[name] = PooledGrad(coeff=u * scale / (h * w), mask=mask, frac=frac, shape=tuple(a.shape))
+            # (u / hw) * s: the order autograd rounds in (the mean's backward, then the norm's scale)
+            res[name] = PooledGrad(coeff=(u / (h * w)) * scale, mask=mask, frac=frac, shape=tuple(a.shape))
         return res
 
 
