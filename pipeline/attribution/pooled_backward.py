@@ -30,7 +30,7 @@ class PooledGrad:
     """``dScore/dA = coeff[:, :, None, None] * mask`` without materializing it unless asked."""
 
     coeff: torch.Tensor          # [n, C]: u * s / (h * w)
-    mask: torch.Tensor | None    # bool [n, C, h, w] (None: no ReLU, all ones)
+    mask: torch.Tensor | None    # 0/1 [n, C, h, w] in the gradient's dtype (None: no ReLU, all ones)
     frac: torch.Tensor | None    # [n, C]: mean_hw(mask)
     shape: tuple
 
@@ -148,8 +148,8 @@ class PooledChain:
                 scale = scale * s.to(a.dtype)
         mask = frac = None
         if self.relu_out is not None:
-            mask = self.relu_out.detach() > 0
-            frac = mask.sum((2, 3), dtype=a.dtype) / (h * w)
+            mask = (self.relu_out.detach() > 0).to(a.dtype)  # 0/1 in the gradient's dtype: one exact multiply per head
+            frac = mask.sum((2, 3)) / (h * w)
         z = self.z
         res = {}
         names = list(scores)
