@@ -133,7 +133,7 @@ class BottomReuse:
 
     @staticmethod
     def _checksum(name: str, x: torch.Tensor) -> tuple:
-        return (name, tuple(x.shape), x.dtype, x.device, float(x.detach().double().sum()))
+        return (name, tuple(x.shape), x.dtype, x.device, float(x.detach().sum(dtype=torch.float64)))
 
     def _find(self, name: str, x: torch.Tensor, graph: bool) -> _Entry | None:
         e = self._by_id.get((name, id(x)))
