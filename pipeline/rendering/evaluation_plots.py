@@ -18,12 +18,20 @@ def _save(fig: Figure, path: Path, dpi: int = 100) -> Path:
 
 
 def plot_scores(rows: Sequence[Mapping], score: str, path: Path, title: str, chance: float | None = None) -> Path:
-    """One bar per (method, head): ``rows`` are the evaluation table's dicts."""
+    """One bar per (method, head): ``rows`` are the evaluation table's dicts; a row's ``<score>_ci``
+    ``[low, high]`` (the bootstrap interval over the images) is drawn as an error bar."""
     labels = [f"{r['method']}" + (f"\n{r['head']}" if r["head"] != "class" else "") for r in rows]
     values = [float(r.get(score) if r.get(score) is not None else np.nan) for r in rows]
+    cis = [r.get(f"{score}_ci") for r in rows]
+    yerr = None
+    if any(cis):
+        lows = [v - ci[0] if ci else 0.0 for v, ci in zip(values, cis)]
+        highs = [ci[1] - v if ci else 0.0 for v, ci in zip(values, cis)]
+        yerr = np.clip(np.array([lows, highs], dtype=float), 0, None)
     fig = Figure(figsize=(max(6, 0.55 * len(rows) + 2), 3.6))
     ax = fig.subplots()
-    ax.bar(range(len(rows)), values, color="#3b6ea5")
+    ax.bar(range(len(rows)), values, color="#3b6ea5", yerr=yerr, ecolor="#222222", capsize=2,
+           error_kw={"linewidth": 0.8})
     if chance is not None:
         ax.axhline(chance, color="#c0392b", linestyle="--", linewidth=1, label=f"chance {chance:.3f}")
         ax.legend(loc="upper right", fontsize=8)

@@ -40,3 +40,21 @@ def test_cascade_grid_labels_blank_maps(tmp_path, monkeypatch):
     two_rows = _size(plot_cascade(image, {"gradcam": maps["gradcam"]}, ["none", "top", "next"],
                                   tmp_path / "c1.png", "cascade"))
     assert h > two_rows[1] and abs(w - two_rows[0]) < 20  # one row per method
+
+
+def test_scores_draw_their_intervals_as_error_bars(tmp_path, monkeypatch):
+    """A row's <score>_ci becomes an asymmetric error bar around its bar; a row without one gets none."""
+    seen = {}
+    original = Axes.bar
+
+    def spy(self, x, height, *args, **kwargs):
+        seen["yerr"] = kwargs.get("yerr")
+        return original(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+    rows = [{"method": "gradcam", "head": "angle", "pointing_game": 0.9, "pointing_game_ci": [0.85, 0.93]},
+            {"method": "saliency", "head": "angle", "pointing_game": 0.5}]
+    plot_scores(rows, "pointing_game", tmp_path / "s.png", "pg")
+    np.testing.assert_allclose(seen["yerr"], [[0.05, 0.0], [0.03, 0.0]], atol=1e-12)
+    plot_scores(rows[1:], "pointing_game", tmp_path / "t.png", "pg")
+    assert seen["yerr"] is None
