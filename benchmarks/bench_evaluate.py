@@ -208,6 +208,33 @@ def scores_side_by_side(old_rows, old_values, new_rows, new_values) -> list[dict
     return out
 
 
+def markdown_tables(table: list[dict]) -> str:
+    """The --scores entries as markdown: per score, how many (method, head) values stayed in the old
+    interval and the largest change; then one line per entry."""
+    def num(v):
+        return "-" if v is None else f"{v:.4g}"
+
+    by_score: dict[str, list[dict]] = {}
+    for t in table:
+        by_score.setdefault(t["score"], []).append(t)
+    lines = ["| score | within the old 95 % interval | largest abs. change | widest old interval |", "|---|---|---|---|"]
+    for score, ts in by_score.items():
+        changes = [abs(t["new"] - t["old"]) for t in ts if t["new"] is not None and t["old"] is not None]
+        widths = [t["old_ci"][1] - t["old_ci"][0] for t in ts]
+        lines.append(f"| {score} | {sum(bool(t['within']) for t in ts)} of {len(ts)} | {num(max(changes, default=None))} "
+                     f"| {num(max(widths, default=None))} |")
+    top = [t for t in table if t["score"] == "sanity_top_layer" and t["new"] is not None]
+    if top:
+        same = sum((t["old"] < 0.5) == (t["new"] < 0.5) for t in top)
+        lines += ["", f"sanity verdicts (top-layer correlation < 0.5) unchanged: {same} of {len(top)}"]
+    lines += ["", "| method | head | score | old | old 95 % interval | new | within |", "|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['method']} | {t['head']} | {t['score']} | {num(t['old'])} | "
+                     f"[{num(t['old_ci'][0])}, {num(t['old_ci'][1])}] | {num(t['new'])} | "
+                     f"{'yes' if t['within'] else 'NO' if t['within'] is False else '-'} |")
+    return "\n".join(lines)
+
+
 def _flat(values) -> list[float]:
     return [float(v) for row in values for v in (row if isinstance(row, list) else [row])]
 
@@ -220,8 +247,13 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="print the largest score difference first vs last tree")
     ap.add_argument("--scores", metavar="OUT.json", default=None,
                     help="write every score of the first and last tree with its bootstrap interval")
+    ap.add_argument("--table", metavar="SCORES.json", default=None,
+                    help="print a --scores file as markdown tables (a summary per score, then every score) and exit")
     ap.add_argument("--worker", metavar="OUT", default=None, help=argparse.SUPPRESS)
     args, overrides = ap.parse_known_args()
+    if args.table:
+        print(markdown_tables(json.loads(Path(args.table).read_text())))
+        return
     if args.worker:
         worker(args.ckpt, overrides, args.worker)
         return
