@@ -59,6 +59,20 @@ def add_timing_args(ap: argparse.ArgumentParser, warmup: int) -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads; default 1: steady on a shared CPU (with 2 threads on a busy "
                          "2-core machine, OpenMP waits swamp small ops); 0 keeps torch's default")
+    ap.add_argument("--glibc-default", action="store_true",
+                    help="leave glibc's malloc at its defaults (freed memory handed back to the kernel, page "
+                         "faults on every batch); default: keep freed memory, as the entry scripts do "
+                         "(keep_freed_memory: true, pipeline/allocator.py)")
+
+
+def apply_allocator(args) -> str:
+    """The allocator the entry scripts use (:func:`pipeline.allocator.keep_freed_memory`), unless
+    ``--glibc-default``; returns the line to print."""
+    if getattr(args, "glibc_default", False):
+        return "allocator: glibc defaults (--glibc-default)"
+    from pipeline.allocator import keep_freed_memory
+
+    return keep_freed_memory()
 
 
 def interleaved(contenders: Mapping[str, Callable[[], object]], reps: int = 7,

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _timing import ROOT, add_timing_args, describe, interleaved, make_model, speedup  # noqa: E402
+from _timing import apply_allocator, ROOT, add_timing_args, describe, interleaved, make_model, speedup  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import hydra  # noqa: E402
@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--no-captum", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    print(apply_allocator(args))
 
     warnings.filterwarnings("ignore", category=UserWarning, module="captum")
     if args.threads:

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _timing import add_timing_args, describe, interleaved, make_model, speedup  # noqa: E402
+from _timing import apply_allocator, add_timing_args, describe, interleaved, make_model, speedup  # noqa: E402
 from pipeline.visualization.feature_vis import FeatureVisualizer  # noqa: E402
 
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--transforms", action="store_true", help="jitter+scale+rotate each step")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    print(apply_allocator(args))
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _timing import add_timing_args, cpu_model, describe, interleaved, speedup  # noqa: E402
+from _timing import apply_allocator, add_timing_args, cpu_model, describe, interleaved, speedup  # noqa: E402
 from bench_heads_backward import default_model  # noqa: E402
 from pipeline.attribution.gradcam import GradCAM  # noqa: E402
 
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt", default=None, help="a best.ckpt, or 'random' (default: the newest trained multihead)")
     args = ap.parse_args()
+    print(apply_allocator(args))
 
     from captum.attr import LayerAttribution, LayerGradCam
 

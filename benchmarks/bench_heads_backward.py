@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _timing import ROOT, add_timing_args, cpu_model, describe, interleaved, make_model, speedup  # noqa: E402
+from _timing import apply_allocator, ROOT, add_timing_args, cpu_model, describe, interleaved, make_model, speedup  # noqa: E402
 
 ONE_ROW = ("saliency", "guided_backprop", "gradcam", "gradcam++", "layercam", "hirescam", "guided_gradcam")
 MANY_ROWS = ("smoothgrad", "integrated_gradients")
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--replicate", action="store_true")
     add_timing_args(ap, warmup=1)
     args = ap.parse_args()
+    print(apply_allocator(args))
     if args.threads:
         torch.set_num_threads(args.threads)
     model, what = default_model(args.ckpt)

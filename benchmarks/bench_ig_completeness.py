@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _timing import ROOT, add_timing_args, cpu_model, describe, interleaved, speedup  # noqa: E402
+from _timing import apply_allocator, ROOT, add_timing_args, cpu_model, describe, interleaved, speedup  # noqa: E402
 from bench_heads_backward import default_model  # noqa: E402
 
 RIEMANN = ("riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
@@ -83,6 +83,7 @@ def main() -> None:
     add_timing_args(ap, warmup=1)
     ap.set_defaults(reps=3)
     args = ap.parse_args()
+    print(apply_allocator(args))
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = args.steps or conf_steps()

@@ -65,6 +65,10 @@ def _prepare(cfg) -> None:
     quiet_lightning()  # Lightning's misleading console lines (pipeline/quiet.py)
     configure_rendering(cfg.get("render") if cfg is not None else None)  # render.format/dpi, checked before any work
     apply_thread_share(cfg)
+    if cfg is None or cfg.get("keep_freed_memory", True):
+        from pipeline.allocator import keep_freed_memory
+
+        log.info(keep_freed_memory())
     paths = cfg.get("paths") if cfg is not None else None
     if paths is not None:
         remove_stale_partials(paths.get("outputs_dir"), paths.get("cache_dir"))

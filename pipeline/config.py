@@ -232,6 +232,7 @@ class TrainSchema:
     test_after_fit: bool = True
     optimized_metric: str = "val/acc"
     torch_threads: Optional[int] = None   # pipeline/parallel.py
+    keep_freed_memory: bool = True        # pipeline/allocator.py
     data: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING
@@ -269,6 +270,7 @@ class VisualizeSchema:
     seed: int = 0
     overwrite: bool = False
     torch_threads: Optional[int] = None   # pipeline/parallel.py
+    keep_freed_memory: bool = True        # pipeline/allocator.py
     data: Any = MISSING
     model: Any = None
     job: JobSelection = field(default_factory=JobSelection)
@@ -292,6 +294,7 @@ class EvalSchema:
     accelerator: str = "cpu"
     progress_bar: bool = False
     torch_threads: Optional[int] = None   # pipeline/parallel.py
+    keep_freed_memory: bool = True        # pipeline/allocator.py
     data: Any = MISSING
     paths: Any = MISSING
     render: RenderSchema = field(default_factory=RenderSchema)
