@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.attribution.gradient_cam import GradientCAM
+from pipeline.attribution.pooled_backward import PooledGrad
 
 __all__ = ["GradCAM"]
 
@@ -31,3 +32,15 @@ class GradCAM(GradientCAM):
     def _combine_pooled(self, a, g):
         weights = g.mean_hw()  # no full-size gradient needed
         return torch.einsum("nc,nchw->nhw", weights, a), weights
+
+    def _combine_heads(self, a, grads):
+        if len(grads) < 2 or not all(isinstance(g, PooledGrad) for g in grads.values()):
+            return super()._combine_heads(a, grads)
+        weights = {h: g.mean_hw() for h, g in grads.items()}
+        w = torch.stack(list(weights.values()), 1)               # [n, H, C]
+        n, c, h, wd = a.shape
+        if a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous():
+            # A as it lies in memory, [n, hw, C]: one batched product, no copy of A
+            cams = torch.bmm(a.permute(0, 2, 3, 1).reshape(n, h * wd, c), w.transpose(1, 2))   # [n, hw, H]
+            return cams.permute(2, 0, 1).reshape(len(weights), n, h, wd), weights
+        return torch.einsum("nkc,nchw->knhw", w, a), weights      # every head's map from one read of A

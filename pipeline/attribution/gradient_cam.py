@@ -75,16 +75,28 @@ class GradientCAM(AttributionMethod):
         pooled = chain.grads({h: s.score for h, s in scored.items()}, a) if chain is not None else None
         if chain is not None and pooled is None:
             self._closed_form_ok = False  # not this model's shape: autograd (contiguous layout) from now on
-        grads = pooled.items() if pooled is not None else self._head_grads(scored, a, f"layer {self.layer_name!r}")
+        grads = dict(pooled) if pooled is not None else dict(self._head_grads(scored, a, f"layer {self.layer_name!r}"))
+        heads = list(grads)
+        cams, weights = self._combine_heads(ad, grads)           # [H, n, h, w], {head: [n, C] or None}
+        cams = cams.clamp_min_(0)
+        maps = self._upsample(cams.flatten(0, 1), xb).unflatten(0, cams.shape[:2])   # every head in one call
+        alive = cams.flatten(2).amax(2) > 0                       # [H, n]
         res = {}
-        for h, g in grads:
-            cam, weights = self._combine_pooled(ad, g) if isinstance(g, PooledGrad) else self._combine(ad, g)
-            cam = cam.clamp_min(0)
+        for k, h in enumerate(heads):
+            g, cam = grads[h], cams[k]
             zero_grad = torch.zeros(len(cam), dtype=torch.bool, device=cam.device)
-            dead = torch.nonzero(cam.flatten(1).amax(1) <= 0).flatten()
+            dead = torch.nonzero(~alive[k]).flatten()
             if len(dead):  # only an all-zero map needs to know whether the gradient vanished
-                gd = g.dense(dead) if isinstance(g, PooledGrad) else g[dead]
-                zero_grad[dead] = (gd == 0).flatten(1).all(1)
-            res[h] = scored[h].record(self._upsample(cam, xb), layer_maps=cam, weights=weights,
-                                      zero_grad=zero_grad)
+                zero_grad[dead] = g.zero_rows(dead) if isinstance(g, PooledGrad) else (g[dead] == 0).flatten(1).all(1)
+            res[h] = scored[h].record(maps[k], layer_maps=cam, weights=weights[h], zero_grad=zero_grad)
         return res
+
+    def _combine_heads(self, a: torch.Tensor, grads: dict) -> tuple[torch.Tensor, dict]:
+        """Every head's map ``[H, n, h, w]`` (before the ReLU) and weights; one :meth:`_combine` (or
+        :meth:`_combine_pooled`) per head unless a subclass does them all at once."""
+        cams, weights = [], {}
+        for h, g in grads.items():
+            cam, w = self._combine_pooled(a, g) if isinstance(g, PooledGrad) else self._combine(a, g)
+            cams.append(cam)
+            weights[h] = w
+        return torch.stack(cams), weights

@@ -25,18 +25,35 @@ from torch import nn
 __all__ = ["PooledChain", "PooledGrad", "likely_pooled_chain"]
 
 
+class _SharedMask:
+    """The ReLU's 0/1 mask in the gradient's dtype, made on first use and shared by every head
+    (Grad-CAM never needs it: its weights use only the mask's spatial mean)."""
+
+    def __init__(self, active: torch.Tensor, dtype: torch.dtype):
+        self.active, self.dtype, self._mask = active, dtype, None
+
+    def get(self) -> torch.Tensor:
+        if self._mask is None:
+            self._mask = (self.active > 0).to(self.dtype)  # 0/1: one exact multiply per head
+        return self._mask
+
+
 @dataclass
 class PooledGrad:
     """``dScore/dA = coeff[:, :, None, None] * mask`` without materializing it unless asked."""
 
-    coeff: torch.Tensor          # [n, C]: u * s / (h * w)
-    mask: torch.Tensor | None    # 0/1 [n, C, h, w] in the gradient's dtype (None: no ReLU, all ones)
-    frac: torch.Tensor | None    # [n, C]: mean_hw(mask)
+    coeff: torch.Tensor                 # [n, C]: u * s / (h * w)
+    shared_mask: _SharedMask | None     # the ReLU's mask [n, C, h, w] (None: no ReLU, all ones)
+    frac: torch.Tensor | None           # [n, C]: mean_hw(mask)
     shape: tuple
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return None if self.shared_mask is None else self.shared_mask.get()
 
     def dense(self, rows=None) -> torch.Tensor:
         c = self.coeff if rows is None else self.coeff[rows]
-        if self.mask is None:
+        if self.shared_mask is None:
             shape = (len(c),) + tuple(self.shape[1:])
             return c[:, :, None, None].expand(shape).clone()
         m = self.mask if rows is None else self.mask[rows]
@@ -44,6 +61,16 @@ class PooledGrad:
 
     def mean_hw(self) -> torch.Tensor:
         return self.coeff if self.frac is None else self.coeff * self.frac
+
+    def zero_rows(self, rows) -> torch.Tensor:
+        """Bool ``[len(rows)]``: whether ``dense(rows)`` is zero everywhere, without making it: a
+        product ``coeff * mask`` is non-zero where a channel has ``coeff != 0`` and an active
+        position (``frac > 0``), or a non-finite ``coeff`` (``inf * 0`` is NaN)."""
+        c = self.coeff[rows]
+        live = c != 0
+        if self.frac is not None:
+            live = live & ((self.frac[rows] > 0) | ~torch.isfinite(c))
+        return ~live.any(1)
 
 
 def _pool_to_one(m: nn.Module) -> bool:
@@ -146,10 +173,13 @@ class PooledChain:
                 if m.weight is not None:
                     s = s * m.weight.detach()
                 scale = scale * s.to(a.dtype)
-        mask = frac = None
+        shared = frac = None
         if self.relu_out is not None:
-            mask = (self.relu_out.detach() > 0).to(a.dtype)  # 0/1 in the gradient's dtype: one exact multiply per head
-            frac = mask.sum((2, 3)) / (h * w)
+            active = self.relu_out.detach()
+            shared = _SharedMask(active, a.dtype)
+            # mean_hw(mask): the ReLU's output is >= 0, so its sign is the mask; the pool's sums of 0/1
+            # are exact integers, so this equals count / (h * w) bit for bit, in the layout's fast kernel
+            frac = torch.nn.functional.adaptive_avg_pool2d(torch.sign(active), 1).reshape(n, c).to(a.dtype)
         z = self.z
         res = {}
         names = list(scores)
@@ -157,7 +187,7 @@ class PooledChain:
             u, = torch.autograd.grad(scores[name].sum(), z, retain_graph=True, allow_unused=True)
             u = torch.zeros((n, c), dtype=a.dtype, device=a.device) if u is None else u.reshape(n, c)
             # (u / hw) * s: the order autograd rounds in (the mean's backward, then the norm's scale)
-            res[name] = PooledGrad(coeff=(u / (h * w)) * scale, mask=mask, frac=frac, shape=tuple(a.shape))
+            res[name] = PooledGrad(coeff=(u / (h * w)) * scale, shared_mask=shared, frac=frac, shape=tuple(a.shape))
         return res
 
 

@@ -19,13 +19,13 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 
     An all-zero map stays exactly zero; a constant non-zero map becomes all ones.
     """
-    flat = maps.flatten(1)
-    mn = flat.amin(1).view(-1, 1, 1)
-    mx = flat.amax(1).view(-1, 1, 1)
+    mn, mx = torch.aminmax(maps.flatten(1), dim=1)   # one pass for both
     rng = mx - mn
     ok = rng > 0
-    safe = torch.where(ok, rng, torch.ones_like(rng))
-    out = torch.where(ok, (maps - mn) / safe, (maps > 0).to(maps.dtype))
+    out = (maps - mn.view(-1, 1, 1)) / torch.where(ok, rng, torch.ones_like(rng)).view(-1, 1, 1)
+    flat_rows = torch.nonzero(~ok).flatten()
+    if len(flat_rows):   # all zero stays 0, a constant non-zero map becomes 1
+        out[flat_rows] = (maps[flat_rows] > 0).to(maps.dtype)
     return out.clamp_(0.0, 1.0)
 
 
@@ -60,7 +60,11 @@ class ChunkMaps:
 def _cat(parts: list[ChunkMaps], name: str, dtype=None) -> torch.Tensor | None:
     if getattr(parts[0], name) is None:
         return None
-    t = torch.cat([getattr(p, name) for p in parts], 0)
+    if len(parts) == 1:   # one chunk: its own tensor, unless it is a view into a larger one (every head's maps)
+        t = getattr(parts[0], name)
+        t = t.clone() if t._base is not None else t
+    else:
+        t = torch.cat([getattr(p, name) for p in parts], 0)
     return t if dtype is None else t.to(dtype)
 
 
@@ -104,7 +108,7 @@ class AttributionResult:
     def from_chunks(cls, parts: list[ChunkMaps], *, layer: str, head: str, method: str,
                     zero_reason: str) -> "AttributionResult":
         """Concatenate the per-chunk results of one head."""
-        maps = _cat(parts, "maps", torch.float32).clamp_min(0)
+        maps = _cat(parts, "maps", torch.float32).clamp_min_(0)   # _cat's tensor is this result's own
         layer_maps = _cat(parts, "layer_maps", torch.float32)
         return cls(maps=maps, maps_normalized=normalize_maps(maps),
                    layer_maps=maps if layer_maps is None else layer_maps,
