@@ -147,3 +147,26 @@ def test_autograd_takes_over_where_the_chain_does_not_hold(case, used):
         assert cam._chain_modules == [] and used["used"] == used["declined"] == 0
     else:
         assert used["used"] == 0 and used["declined"] == 1 and not cam._closed_form_ok
+
+
+def test_zero_rows_and_frac_agree_with_the_dense_gradient():
+    """zero_rows (from the coefficients) == the dense gradient all zero; frac == the mask's mean."""
+    g = torch.Generator().manual_seed(3)
+    active = torch.relu(torch.randn(6, 5, 4, 4, generator=g))
+    active[1] = 0                                       # no active position at all
+    coeff = torch.randn(6, 5, generator=g)
+    coeff[2] = 0                                        # every coefficient zero
+    coeff[3, :] = 0
+    coeff[3, 1] = 1.0
+    active[3, 1] = 0                                    # the one live coefficient meets an inactive channel
+    coeff[4] = 0
+    coeff[4, 2] = float("inf")
+    active[4, 2] = 0                                    # inf * 0 = NaN: not a zero gradient
+    shared = pb._SharedMask(active, torch.float32)
+    frac = torch.nn.functional.adaptive_avg_pool2d(torch.sign(active), 1).reshape(6, 5)
+    assert torch.equal(frac, (active > 0).sum((2, 3)).float() / 16)
+    pg = pb.PooledGrad(coeff=coeff, shared_mask=shared, frac=frac, shape=tuple(active.shape))
+    rows = torch.arange(6)
+    dense_zero = (pg.dense(rows) == 0).flatten(1).all(1)
+    assert torch.equal(pg.zero_rows(rows), dense_zero)
+    assert dense_zero.tolist() == [False, True, True, True, False, False]
