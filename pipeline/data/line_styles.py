@@ -125,7 +125,7 @@ class Augment:
     length_jitter: tuple[float, float] = (-1.5, 1.0)  # px added to the style's core length
     angle_jitter: float = 1.5                        # degrees, uniform in [-a, a]
     uniform_position: float = 0.5                    # share of centres uniform over the valid positions
-    pillow: float = 0.5                              # share of randomized lines drawn by Pillow's pen (pen_render.py)
+    pillow: float = 0.7                              # share of randomized lines drawn by Pillow's pen (pen_render.py)
     whole_pixel_ends: float = 0.5                    # share of Pillow's lines with end points on whole pixels
 
     def __post_init__(self) -> None:
