@@ -34,7 +34,7 @@ class GradCAM(GradientCAM):
         return torch.einsum("nc,nchw->nhw", weights, a), weights
 
     def _combine_heads(self, a, grads):
-        if len(grads) < 2 or not all(isinstance(g, PooledGrad) for g in grads.values()):
+        if not all(isinstance(g, PooledGrad) for g in grads.values()):
             return super()._combine_heads(a, grads)
         weights = {h: g.mean_hw() for h, g in grads.items()}
         w = torch.stack(list(weights.values()), 1)               # [n, H, C]
