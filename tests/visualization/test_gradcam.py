@@ -438,3 +438,28 @@ def test_flattened_7x7_multihead_variant_matches_captum():
         torch.testing.assert_close(res[head].maps, captum_maps(model, "features.conv3", x, t, head),
                                    rtol=0, atol=1e-5, msg=head)
         assert res[head].layer_maps.shape == (N, 7, 7)
+
+
+def test_normalize_maps_and_all_zero_against_their_definitions():
+    """normalize_maps == per-row (m - min) / (max - min) (flat rows: 0 stays 0, constant -> 1);
+    _all_zero == no pixel > 0, NaN rows included."""
+    from pipeline.attribution.result import _all_zero, normalize_maps
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.relu(torch.randn(8, 5, 5, generator=g))
+    m[1] = 0
+    m[2] = 2.5
+    m[3, 0, 0] = float("nan")          # one NaN among positives: not all zero
+    m[4] = float("nan")                # all NaN: all zero (no pixel > 0)
+    m[5] = 0
+    m[5, 1, 1] = float("nan")          # NaN among zeros: all zero
+    want_zero = torch.tensor([not bool((r > 0).any()) for r in m])
+    assert torch.equal(_all_zero(m), want_zero)
+    assert want_zero.tolist() == [False, True, False, False, True, True, False, False]
+    ok = [0, 6, 7]
+    n = normalize_maps(m)
+    for i in ok:
+        r = m[i]
+        assert torch.equal(n[i], ((r - r.min()) / (r.max() - r.min())).clamp(0, 1))
+    assert torch.equal(n[1], torch.zeros(5, 5)) and torch.equal(n[2], torch.ones(5, 5))
+    assert not torch.isnan(n).any()
