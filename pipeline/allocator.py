@@ -6,7 +6,7 @@ its heap back to the kernel whenever more than twice its (dynamic) mmap threshol
 (``M_TRIM_THRESHOLD``), so the next batch gets fresh pages and pays a page fault per 4 KiB on
 first touch: measured on the project's multihead at batch 256, one thread, a no-grad forward took
 62-74 ms at glibc's defaults and 52-68 ms with freed memory kept, and Grad-CAM (which holds more
-tensors at once, so more of them are fresh) 119-135 ms against 64-82 ms (docs/gradcam.md).
+tensors at once, so more of them are fresh) 119-135 ms against 63-82 ms (docs/gradcam.md).
 
 :func:`keep_freed_memory` sets two glibc parameters with ``mallopt`` (no environment variable, no
 restart): ``M_MMAP_THRESHOLD`` = 32 MiB (the largest glibc accepts; blocks up to that size come
