@@ -10,12 +10,13 @@ import json
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from pipeline.allocator import keep_freed_memory
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 PROBE = r"""

@@ -29,14 +29,11 @@ class GradCAM(GradientCAM):
         weights = g.mean(dim=(2, 3))
         return torch.einsum("nc,nchw->nhw", weights, a), weights
 
-    def _combine_pooled(self, a, g):
-        weights = g.mean_hw()  # no full-size gradient needed
-        return torch.einsum("nc,nchw->nhw", weights, a), weights
-
     def _combine_heads(self, a, grads):
+        # the hand-written gradients come for every head or for none (PooledChain.grads)
         if not all(isinstance(g, PooledGrad) for g in grads.values()):
             return super()._combine_heads(a, grads)
-        weights = {h: g.mean_hw() for h, g in grads.items()}
+        weights = {h: g.mean_hw() for h, g in grads.items()}   # no full-size gradient needed
         w = torch.stack(list(weights.values()), 1)               # [n, H, C]
         n, c, h, wd = a.shape
         if a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous():

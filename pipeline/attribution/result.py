@@ -75,7 +75,7 @@ def _cat(parts: list[ChunkMaps], name: str, dtype=None) -> torch.Tensor | None:
         return None
     if len(parts) == 1:   # one chunk: its own tensor, unless it is a view into a larger one (every head's maps)
         t = getattr(parts[0], name)
-        t = t.clone() if t._base is not None else t
+        t = t.clone() if t._is_view() else t
     else:
         t = torch.cat([getattr(p, name) for p in parts], 0)
     return t if dtype is None else t.to(dtype)
