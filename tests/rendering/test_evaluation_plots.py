@@ -58,3 +58,32 @@ def test_scores_draw_their_intervals_as_error_bars(tmp_path, monkeypatch):
     np.testing.assert_allclose(seen["yerr"], [[0.05, 0.0], [0.03, 0.0]], atol=1e-12)
     plot_scores(rows[1:], "pointing_game", tmp_path / "t.png", "pg")
     assert seen["yerr"] is None
+
+
+def test_cascade_sheet_puts_each_map_in_its_row_and_column(tmp_path, monkeypatch):
+    """The grid is one image: the tile of method r, step c is that map, min-max normalized and
+    coloured by jet; the first column is the input; maps of another size than the image are refused."""
+    import pytest
+    from matplotlib import colormaps
+
+    sheets = []
+    original = Axes.imshow
+
+    def spy(self, data, *args, **kwargs):
+        sheets.append(np.asarray(data))
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "imshow", spy)
+    image = RNG.random((3, 8, 8)).astype(np.float32)
+    maps = {"a": [RNG.random((8, 8)) for _ in range(3)], "b": [RNG.random((8, 8)) * 5 + 2 for _ in range(3)]}
+    plot_cascade(image, maps, ["none", "top", "next"], tmp_path / "c.png", "cascade")
+    sheet, = sheets
+    gap = 1
+    tile = lambda r, c: sheet[r * (8 + gap):r * (8 + gap) + 8, c * (8 + gap):c * (8 + gap) + 8]  # noqa: E731
+    np.testing.assert_allclose(tile(1, 0), image.transpose(1, 2, 0), atol=1e-6)
+    m = maps["b"][1]
+    expected = colormaps["jet"]((m - m.min()) / (m.max() - m.min()))[..., :3]
+    np.testing.assert_allclose(tile(1, 2), expected, atol=1e-6)
+    assert np.all(sheet[8, :] == 1.0)  # the white gutter between the rows
+    with pytest.raises(ValueError, match="must match"):
+        plot_cascade(image, {"a": [RNG.random((4, 4))]}, ["none"], tmp_path / "d.png", "cascade")
