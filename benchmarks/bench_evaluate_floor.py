@@ -45,8 +45,8 @@ def evaluate_config(overrides: list[str]):
     return cfg.evaluate, cfg.methods
 
 
-def pass_counts(ev, methods, net) -> dict[str, tuple[str, int]]:
-    """part -> (row kind, rows): ``grad`` (forward + a backward per head to the input), ``fwd``
+def pass_counts(ev, methods, net) -> tuple[dict[str, tuple[str, int]], int, int]:
+    """``(counts, depth, cascade computations)``; counts: part -> (row kind, rows): ``grad`` (forward + a backward per head to the input), ``fwd``
     (a no-grad forward), ``folded`` (a no-grad forward of the batch-norm-folded copy)."""
     from pipeline.evaluation.sanity import parameter_layers
 
@@ -69,8 +69,7 @@ def pass_counts(ev, methods, net) -> dict[str, tuple[str, int]]:
     f, steps = min(int(ev.faithfulness_images), n), int(ev.deletion_steps)
     curves = (len(names) + 1) * len(heads) * 2                 # every method's and the random order's, both modes
     counts["deletion/insertion curves"] = ("folded", curves * f * (steps - 1) + 2 * len(heads) * f)
-    counts["_depth"], counts["_calls"] = ("", depth), ("", calls)
-    return counts
+    return counts, depth, calls
 
 
 def main() -> None:
@@ -109,9 +108,7 @@ def main() -> None:
     per_row = {k: sorted(v)[len(v) // 2] / BATCH for k, v in times.items()}
 
     ev, methods = evaluate_config(args.overrides)
-    counts = pass_counts(ev, methods, net)
-    _, depth = counts.pop("_depth")
-    _, calls = counts.pop("_calls")
+    counts, depth, calls = pass_counts(ev, methods, net)
     print(f"model: {what}\n{allocator}")
     print(f"CPU: {cpu_model()}, torch threads {torch.get_num_threads()}, batch {BATCH}, medians of {args.reps}")
     print(describe(times, BATCH, "rows"))
