@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline.rendering.figures import normalize_each, to_display_rgb
+from pipeline.rendering.mosaic import mosaic, tile_origins
 from pipeline.rendering.output import save_figure
 from pipeline.rendering.style import MIN_FONT_PT
 
@@ -70,9 +71,8 @@ def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.nda
     h, w = rgb.shape[:2]
     gap = max(1, round(max(h, w) / 10))
     rows, cols = len(maps_by_method), len(step_names) + 1
-    sheet = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), dtype=np.float32)
     jet = colormaps["jet"]
-    blanks = []
+    tiles, blanks = [], []   # row-major: each method's input, then its maps; blanks: tile indices
     for r, maps in enumerate(maps_by_method.values()):
         raw = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
         if raw.shape[1:] != (h, w):
@@ -80,20 +80,20 @@ def plot_cascade(image: np.ndarray, maps_by_method: Mapping[str, Sequence[np.nda
         flat = raw.reshape(len(raw), -1)
         blank = np.nanmax(flat, 1) <= np.nanmin(flat, 1)
         shown = np.where(blank[:, None, None], 0.0, normalize_each(raw))  # a blank map is drawn as zeros
-        tiles = [rgb] + [jet(np.nan_to_num(m, nan=0.0))[..., :3] for m in shown]
-        for c, tile in enumerate(tiles):
-            y, x = r * (h + gap), c * (w + gap)
-            sheet[y:y + h, x:x + w] = tile
-        blanks += [(r, c) for c in np.flatnonzero(blank) + 1]
+        tiles += [rgb] + [jet(np.nan_to_num(m, nan=0.0))[..., :3] for m in shown]
+        blanks += [r * cols + c for c in np.flatnonzero(blank) + 1]
+    sheet = mosaic(np.stack(tiles).astype(np.float32), ncols=cols, pad=gap, pad_value=1.0)  # white gutters
+    origins = tile_origins(len(tiles), h, w, ncols=cols, pad=gap)
     fig = Figure(figsize=(1.3 * cols, 1.4 * rows + 0.6))
     ax = fig.subplots()
     ax.imshow(sheet, interpolation="nearest")
-    for r, c in blanks:
-        ax.text(c * (w + gap) + w / 2 - 0.5, r * (h + gap) + h / 2 - 0.5, "blank", ha="center", va="center",
-                color="white", fontsize=MIN_FONT_PT)
-    centre = lambda k, size: k * (size + gap) + size / 2 - 0.5  # noqa: E731
-    ax.set_xticks([centre(c, w) for c in range(cols)], ["input", *step_names], fontsize=MIN_FONT_PT)
-    ax.set_yticks([centre(r, h) for r in range(rows)], list(maps_by_method), fontsize=MIN_FONT_PT)
+    for i in blanks:
+        y, x = origins[i]
+        ax.text(x + w / 2 - 0.5, y + h / 2 - 0.5, "blank", ha="center", va="center", color="white",
+                fontsize=MIN_FONT_PT)
+    ax.set_xticks([origins[c][1] + w / 2 - 0.5 for c in range(cols)], ["input", *step_names], fontsize=MIN_FONT_PT)
+    ax.set_yticks([origins[r * cols][0] + h / 2 - 0.5 for r in range(rows)], list(maps_by_method),
+                  fontsize=MIN_FONT_PT)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for side in ax.spines.values():
